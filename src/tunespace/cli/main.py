@@ -1,0 +1,198 @@
+"""The `tunespace` command: a thin layer over the library that shows progress and tables.
+
+`main(argv)` takes a list of arguments so tests call the CLI in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tunespace.data.embeddings import ItemEmbeddings
+from tunespace.data.splits import Split, SplitConfig, temporal_split
+from tunespace.errors import TunespaceError
+from tunespace.evaluation.benchmark import BenchmarkRun, model_specs, run_benchmark
+from tunespace.evaluation.evaluate import compare
+from tunespace.reports.tables import HEADLINE, formatted, results_frame, write_results
+
+app = typer.Typer(help="tunespace: music representations for recommendation and search.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+benchmark_app = typer.Typer(help="Benchmarks that reproduce published protocols.", no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
+console = Console()
+
+DEFAULT_MODELS = "popularity,itemknn,ease,knn"
+COLLABORATIVE_MODELS = "popularity,itemknn,ease"
+
+
+def _ks(values: str) -> list[int]:
+    return [int(v) for v in values.split(",") if v.strip()]
+
+
+def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int], None]]:
+    def start(label: str, total: int) -> Callable[[int], None]:
+        task = progress.add_task(f"evaluating {label}", total=total)
+        return lambda done: progress.advance(task, done)
+
+    return start
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _show(frame: pd.DataFrame, title: str) -> None:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="left" if column == "model" else "right", no_wrap=True)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, baseline: str | None) -> None:
+    frame = results_frame(run.results)
+    frame["fit_s"] = [round(run.fit_seconds[m], 2) for m in frame["model"]]
+    _show(formatted(frame).assign(fit_s=frame["fit_s"]), title)
+    tests = None
+    if baseline in run.results and len(run.results) > 1:
+        tests = compare(run.results, baseline, "ndcg@50")
+        shown = tests[["model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm"]].copy()
+        for column in ("mean_difference", "t_p_holm", "wilcoxon_p_holm"):
+            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+        _show(shown, f"NDCG@50 against {baseline}: paired tests, Holm-corrected")
+    if out is not None:
+        csv_path, md_path = write_results(frame, out, preamble=f"# {title}\n\n{preamble}\n\n")
+        per_user = pd.concat([r.per_user.assign(model=label) for label, r in run.results.items()])
+        per_user.to_parquet(out / "per_user.parquet", index=False)
+        if tests is not None:
+            tests.to_csv(out / "significance.csv", index=False)
+        console.print(f"wrote {csv_path}, {md_path} and per-user metrics to {out / 'per_user.parquet'}")
+
+
+def _benchmark(dataset: str, data: Optional[Path], config: SplitConfig, models: str, ks: str, part: str,
+               out: Optional[Path], title: str) -> BenchmarkRun:
+    from tunespace.data.sources import load_source
+
+    with console.status(f"loading {dataset}"):
+        source = load_source(dataset, data, cutoff=config.cutoff, seed=config.seed)
+    console.print(f"[bold]{dataset}[/]: {source.note}")
+    console.print(source.dataset.summary())
+    split = temporal_split(source.dataset.interactions, config)
+    console.print({key: value for key, value in split.stats.items()})
+    specs = model_specs([m.strip() for m in models.split(",") if m.strip()], source.embeddings)
+    with _progress() as progress:
+        run = run_benchmark(split, specs, ks=_ks(ks), part=part, progress=_progress_factory(progress))
+    preamble = (f"Dataset: {source.note}. Protocol: train [{config.train_start or 'start'}, {config.cutoff}), "
+                f"test pairs first seen in [{config.test_start or config.cutoff}, {config.test_end or 'end'}), "
+                f"{part} users (validation ratio {config.validation_ratio}, seed {config.seed}); full ranking "
+                "over the train catalogue with seen items removed; mean ± 95% t-interval half-width.")
+    if out is not None:
+        split.save(out / "split")
+    _report(run, out, title, preamble, baseline="popularity")
+    return run
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Where to write results.")] = Path("demo-results")) -> None:
+    """Run the temporal protocol and every recommender on built-in data, ending in a results table."""
+    console.rule("tunespace demo")
+    console.print("The built-in corpus of real tunes is not part of tunespace yet, so this demo runs on a small "
+                  "dataset that tunespace generates itself (see tunespace.data.synthetic).")
+    from tunespace.data.synthetic import SYNTHETIC_CUTOFF
+
+    config = SplitConfig(cutoff=SYNTHETIC_CUTOFF, test_end="2024-01-01", seed=42)
+    _benchmark("synthetic", None, config, DEFAULT_MODELS, "10,50", "test", out,
+               "Demo: generated listening data, temporal protocol")
+
+
+@app.command()
+def split(
+    data: Annotated[Path, typer.Argument(help="Data-model folder (interactions.parquet, ...).")],
+    cutoff: Annotated[str, typer.Option(help="Train ends before this date (ISO, UTC).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the split to.")],
+    train_start: Annotated[Optional[str], typer.Option(help="Train window starts at this date.")] = None,
+    test_start: Annotated[Optional[str], typer.Option(help="Test window start (default: the cutoff).")] = None,
+    test_end: Annotated[Optional[str], typer.Option(help="Test window end (exclusive).")] = None,
+    validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the validation/test user partition.")] = 42,
+) -> None:
+    """Apply the temporal protocol to a data-model folder and save the split."""
+    from tunespace.data.dataset import Dataset
+
+    dataset = Dataset.load(data)
+    config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
+                         validation_ratio=validation_ratio, seed=seed)
+    result = temporal_split(dataset.interactions, config)
+    result.save(out)
+    _show(pd.DataFrame({"part": list(result.stats), "count": list(result.stats.values())}), f"split -> {out}")
+
+
+@app.command()
+def evaluate(
+    split_dir: Annotated[Path, typer.Argument(help="A folder written by `tunespace split`.")],
+    models: Annotated[str, typer.Option(help="Comma-separated recommender names (knn needs --embeddings).")] = (
+        COLLABORATIVE_MODELS),
+    embeddings: Annotated[Optional[Path], typer.Option(help="Item embeddings Parquet for content models.")] = None,
+    ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
+    part: Annotated[str, typer.Option(help="validation or test.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
+) -> None:
+    """Fit recommenders on a saved split's train part and evaluate them by full ranking."""
+    loaded = Split.load(split_dir)
+    vectors = {embeddings.stem: ItemEmbeddings.load(embeddings)} if embeddings else {}
+    specs = model_specs([m.strip() for m in models.split(",") if m.strip()], vectors)
+    with _progress() as progress:
+        run = run_benchmark(loaded, specs, ks=_ks(ks), part=part, progress=_progress_factory(progress))
+    _report(run, out, f"{split_dir} ({part})", "", baseline="popularity")
+
+
+@benchmark_app.command("recsys")
+def benchmark_recsys(
+    dataset: Annotated[str, typer.Option(help="synthetic, hetrec, movielens-100k or folder.")] = "hetrec",
+    data: Annotated[Optional[Path], typer.Option(help="The dataset's files (hetrec: the .dat folder).")] = None,
+    cutoff: Annotated[str, typer.Option(help="Train ends before this date.")] = "2010-01-01",
+    train_start: Annotated[Optional[str], typer.Option(help="Train window start.")] = None,
+    test_start: Annotated[Optional[str], typer.Option(help="Test window start.")] = "2010-07-01",
+    test_end: Annotated[Optional[str], typer.Option(help="Test window end (exclusive).")] = None,
+    validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the user partition and of content features.")] = 42,
+    models: Annotated[str, typer.Option(help="Comma-separated recommender names.")] = DEFAULT_MODELS,
+    ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
+    part: Annotated[str, typer.Option(help="validation or test.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
+) -> None:
+    """Temporal protocol of Tamm and Aljanaki on a dataset: HR/Recall/NDCG@50 with confidence intervals."""
+    config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
+                         validation_ratio=validation_ratio, seed=seed)
+    _benchmark(dataset, data, config, models, ks, part, out, f"benchmark recsys: {dataset}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code. Library errors become one clear line, not a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except TunespaceError as error:
+        console.print(f"[red]error:[/] {error}", soft_wrap=True, highlight=False)
+        return 1
+    except typer.Exit as done:
+        return done.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return 130
+    except typer.exceptions.TyperException as error:  # usage errors: unknown option, bad value
+        console.print(f"[red]usage error:[/] {error.format_message()}", soft_wrap=True, highlight=False)
+        return error.exit_code
+    return 0
+
+
+__all__ = ["app", "main", "HEADLINE"]

@@ -1,0 +1,106 @@
+"""Evaluate a fitted recommender on held-out first interactions by full ranking over its whole catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tunespace.data.interactions import pairs_to_csr
+from tunespace.errors import UnknownIdError
+from tunespace.evaluation.metrics import PER_USER_METRICS, coverage, ranking_metrics
+from tunespace.evaluation.significance import compare_to_baseline, confidence_interval
+from tunespace.recommenders.base import Recommender
+
+DEFAULT_KS = (10, 50)
+
+
+@dataclass
+class EvaluationResult:
+    """Per-user metric vectors (kept for intervals and paired tests) and catalogue coverage."""
+
+    model: str
+    ks: tuple[int, ...]
+    per_user: pd.DataFrame  # user_id, n_relevant, then one column per metric@K
+    coverage: dict[str, float]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [f"{m}@{k}" for k in self.ks for m in PER_USER_METRICS]
+
+    def summary(self, level: float = 0.95) -> pd.DataFrame:
+        """One row per metric: mean and Student-t confidence interval over users."""
+        rows = []
+        for metric in self.metric_names:
+            ci = confidence_interval(self.per_user[metric].to_numpy(), level)
+            rows.append({"model": self.model, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
+                         "users": ci.n})
+        rows += [{"model": self.model, "metric": name, "mean": value, "low": np.nan, "high": np.nan,
+                  "users": len(self.per_user)} for name, value in self.coverage.items()]
+        return pd.DataFrame(rows)
+
+
+def evaluate(
+    model: Recommender,
+    truth: pd.DataFrame,
+    ks: Iterable[int] = DEFAULT_KS,
+    exclude_seen: bool = True,
+    name: str | None = None,
+    users_per_step: int = 8192,
+    progress: Callable[[int], None] | None = None,
+) -> EvaluationResult:
+    """Rank the whole catalogue for every user in `truth` (columns user_id, track_id) and score the lists.
+
+    Every truth user and item must be known to the model (warm evaluation). Relevant items lose score ties.
+    """
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    users_map, items_map = model.users, model.items
+    unknown_items = ~items_map.contains(truth["track_id"])
+    if unknown_items.any():
+        raise UnknownIdError(f"{int(unknown_items.sum())} truth pairs name items outside the model's catalogue "
+                             f"(first: {truth['track_id'].iloc[int(np.flatnonzero(unknown_items)[0])]!r}); "
+                             "use the cold-item set for those")
+    user_idx = users_map.index_of(truth["user_id"])
+    item_idx = items_map.index_of(truth["track_id"])
+    relevant = pairs_to_csr(user_idx, item_idx, len(users_map), len(items_map))
+    evaluated = np.unique(user_idx)
+    n_relevant = np.diff(relevant.indptr)[evaluated]
+    k_max = max(ks)
+    lists = np.empty((len(evaluated), k_max), dtype=np.int64)
+    for start in range(0, len(evaluated), users_per_step):
+        block = evaluated[start:start + users_per_step]
+        lists[start:start + len(block)] = model.recommend(block, k_max, exclude_seen=exclude_seen,
+                                                          demote=relevant).items
+        if progress is not None:
+            progress(len(block))
+    hits = hit_matrix(lists, evaluated, relevant)
+    per_user = pd.DataFrame({"user_id": users_map.id_of(evaluated), "n_relevant": n_relevant})
+    per_user = pd.concat([per_user, pd.DataFrame(ranking_metrics(hits, n_relevant, ks))], axis=1)
+    return EvaluationResult(model=name or model.name, ks=ks, per_user=per_user,
+                            coverage={f"coverage@{k}": coverage(lists, len(items_map), k) for k in ks})
+
+
+def hit_matrix(lists: np.ndarray, users: np.ndarray, relevant) -> np.ndarray:  # noqa: ANN001 - csr
+    """hits[r, j] = lists[r, j] is a relevant item of users[r] (padding -1 never hits)."""
+    n_items = relevant.shape[1]
+    codes = users[:, None] * n_items + lists
+    rows = np.repeat(np.arange(relevant.shape[0]), np.diff(relevant.indptr))
+    truth_codes = rows.astype(np.int64) * n_items + relevant.indices
+    return np.isin(codes, truth_codes) & (lists >= 0)
+
+
+def compare(results: Mapping[str, EvaluationResult], baseline: str, metric: str) -> pd.DataFrame:
+    """Paired t and Wilcoxon tests of every model against `baseline` on `metric`, Holm-corrected per test.
+
+    Users are matched by id, so the results must come from the same truth set.
+    """
+    base_users = results[baseline].per_user["user_id"].to_numpy()
+    per_user = {}
+    for model, result in results.items():
+        frame = result.per_user.set_index("user_id")
+        if len(frame) != len(base_users) or not frame.index.isin(base_users).all():
+            raise ValueError(f"{model} was evaluated on other users than {baseline}")
+        per_user[model] = frame.loc[base_users, metric].to_numpy()
+    return pd.DataFrame([vars(c) for c in compare_to_baseline(per_user, baseline, metric)])

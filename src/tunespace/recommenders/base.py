@@ -1,0 +1,180 @@
+"""One interface for every recommender: fit on train interactions, recommend by full ranking, save, load.
+
+A model only says how to fit and how to score a block of users x a block of items; ranking (chunked top-k,
+exclusion of seen items, deterministic ties) is shared in :mod:`tunespace.evaluation.ranking`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from tunespace.data.catalog import IdMap
+from tunespace.data.interactions import InteractionMatrix
+from tunespace.errors import NotFittedError, TunespaceError, UnknownIdError
+from tunespace.evaluation.ranking import TopK, top_k
+from tunespace.io import atomic_path, write_text
+
+RECOMMENDERS: dict[str, type[Recommender]] = {}
+
+R = TypeVar("R", bound="type[Recommender]")
+
+
+class UnknownRecommenderError(TunespaceError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(name: str):  # noqa: ANN201 - decorator
+    """Class decorator: make a recommender constructible by name (CLI, configs, `load`)."""
+
+    def decorate(cls: R) -> R:
+        cls.name = name
+        RECOMMENDERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Recommender(ABC):
+    """Subclasses implement `_fit`, `_score`, `_state` and `_load_state`; hyperparameters live in `params`."""
+
+    name: ClassVar[str] = "recommender"
+    needs_embeddings: ClassVar[bool] = False
+
+    def __init__(self, device: str = "auto", user_chunk: int = 1024, item_chunk: int = 65536, **params: Any):
+        self.params = params
+        self.device = resolve_device(device)
+        self.user_chunk = user_chunk
+        self.item_chunk = item_chunk
+        self.train_: InteractionMatrix | None = None
+        self._seen: sp.csr_matrix | None = None
+
+    # -- what a model implements -------------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, train: InteractionMatrix) -> None:
+        """Learn from the train interactions."""
+
+    @abstractmethod
+    def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (len(users), stop - start) of items [start, stop) for user indices `users`.
+
+        `out`, when given, is a float32 buffer of that shape the model may fill and return.
+        """
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """Arrays that, with `params`, rebuild the fitted model."""
+
+    @abstractmethod
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Inverse of `_state`."""
+
+    # -- the shared interface -------------------------------------------------------------------------------
+    @property
+    def users(self) -> IdMap:
+        return self._fitted().users
+
+    @property
+    def items(self) -> IdMap:
+        return self._fitted().items
+
+    def _fitted(self) -> InteractionMatrix:
+        if self.train_ is None:
+            raise NotFittedError(f"{self.name}: call fit() or load() before scoring")
+        return self.train_
+
+    def fit(self, train: InteractionMatrix) -> Recommender:
+        self.train_ = train
+        self._seen = train.binary()
+        self._fit(train)
+        return self
+
+    def score(self, users: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Raw scores of a block, for inspection and tests (ranking uses the chunked path)."""
+        train = self._fitted()
+        users = self._check_users(users)
+        stop = train.n_items if stop is None else stop
+        with torch.no_grad():
+            return self._score(torch.from_numpy(users).to(self.device), start, stop).float().cpu().numpy()
+
+    def _check_users(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        n_users = self._fitted().n_users
+        if users.size and (users.min() < 0 or users.max() >= n_users):
+            raise UnknownIdError(f"{self.name}: user index out of range [0, {n_users})")
+        return users
+
+    def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True,
+                  demote: sp.csr_matrix | None = None) -> TopK:
+        """Top-`k` item indices and scores for user indices `users`, over the whole catalogue.
+
+        exclude_seen drops each user's train items. `demote` (CSR over users x items) makes those items lose
+        ties; evaluation passes the relevant items so that ties never favour the ground truth.
+        """
+        train = self._fitted()
+        users = self._check_users(users)
+        with torch.no_grad():
+            return top_k(self._score, users, train.n_items, k, exclude=self._seen if exclude_seen else None,
+                         demote=demote, user_chunk=self.user_chunk, item_chunk=self.item_chunk,
+                         device=self.device)
+
+    def recommend_ids(self, user_ids: list[str], k: int, exclude_seen: bool = True) -> list[list[str]]:
+        """Convenience for people: ids in, ids out (padding dropped)."""
+        found = self.recommend(self.users.index_of(user_ids), k, exclude_seen).items
+        return [list(self.items.id_of(row[row >= 0])) for row in found]
+
+    def save(self, folder: str | Path) -> None:
+        train = self._fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        seen = self._seen
+        assert seen is not None
+        state = {f"model.{key}": value for key, value in self._state().items()}
+        state.update({"seen.indptr": seen.indptr, "seen.indices": seen.indices,
+                      "seen.shape": np.asarray(seen.shape, dtype=np.int64)})
+        with atomic_path(folder / "state.npz") as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **state)
+        train.users.save(folder / "users.parquet")
+        train.items.save(folder / "items.parquet")
+        write_text(json.dumps({"name": self.name, "params": self.params}, indent=2), folder / "model.json")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> Recommender:
+        """Load any saved recommender; called on a subclass it checks the saved model is of that kind."""
+        folder = Path(folder)
+        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        model_cls = get_recommender(meta["name"])
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise UnknownRecommenderError(f"{folder} holds a {meta['name']} model, not a {cls.name}")
+        with np.load(folder / "state.npz", allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        model = model_cls(device=device, **meta["params"])
+        users, items = IdMap.load(folder / "users.parquet"), IdMap.load(folder / "items.parquet")
+        shape = tuple(int(x) for x in arrays["seen.shape"])
+        seen = sp.csr_matrix((np.ones(len(arrays["seen.indices"]), dtype=np.float32), arrays["seen.indices"],
+                              arrays["seen.indptr"]), shape=shape)
+        # a loaded model recommends; refitting needs the original interactions (weights and times)
+        model.train_ = InteractionMatrix(users=users, items=items, matrix=seen, events=None)  # type: ignore[arg-type]
+        model._seen = seen
+        model._load_state({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})
+        return model
+
+
+def get_recommender(name: str) -> type[Recommender]:
+    if name not in RECOMMENDERS:
+        raise UnknownRecommenderError(f"unknown recommender {name!r}; choose from {', '.join(sorted(RECOMMENDERS))}")
+    return RECOMMENDERS[name]

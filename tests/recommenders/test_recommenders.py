@@ -1,0 +1,92 @@
+"""Every registered recommender passes the shared contract, plus checks of each model's own maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tunespace.recommenders import RECOMMENDERS, ContentKNN, EASE, ItemKNN, Popularity
+from tests.recommenders.contract import RecommenderContract, cluster_embeddings, two_clusters
+
+
+class TestPopularity(RecommenderContract):
+    def make(self, **options):
+        return Popularity(device="cpu", **options)
+
+    def expected_top1(self, train):
+        """Most users first, ties to the lower index, among unseen items (computed independently)."""
+        counts = (train.binary().toarray() > 0).sum(axis=0)
+        seen = train.binary().toarray() > 0
+        return np.array([min(np.flatnonzero(~seen[u]), key=lambda i: (-counts[i], i)) for u in range(train.n_users)])
+
+    def test_popularity_counts_distinct_users(self):
+        train = two_clusters()
+        assert Popularity(device="cpu").fit(train).score(np.array([0]))[0].tolist() == [3.0] * 8 + [0.0]
+
+
+class TestEASE(RecommenderContract):
+    def make(self, **options):
+        return EASE(l2=1.0, device="cpu", **options)
+
+    def test_matches_constrained_least_squares(self):
+        """Each column of B solves min ||X_j - X b||^2 + l2 ||b||^2 with b_j = 0 (solved here by dropping j)."""
+        train = two_clusters()
+        model = EASE(l2=1.0, device="cpu").fit(train)
+        x = train.binary().toarray().astype(np.float64)
+        weights = model._weights.numpy()
+        for j in range(x.shape[1]):
+            others = [i for i in range(x.shape[1]) if i != j]
+            a = x[:, others]
+            b = np.linalg.solve(a.T @ a + 1.0 * np.eye(len(others)), a.T @ x[:, j])
+            np.testing.assert_allclose(weights[others, j], b, atol=1e-5)
+            assert weights[j, j] == 0.0
+
+
+class TestItemKNN(RecommenderContract):
+    def make(self, **options):
+        return ItemKNN(device="cpu", **options)
+
+    def test_cosine_by_hand(self):
+        train = two_clusters()
+        model = ItemKNN(device="cpu").fit(train)
+        x = train.binary().toarray()
+        # items 0 and 1 share users u2, u3; each has 3 users: cosine 2 / sqrt(3 * 3)
+        assert model._similarity[0, 1] == pytest.approx(2 / 3)
+        assert model._similarity[0, 4] == 0.0 and model._similarity[0, 0] == 0.0
+        norms = np.sqrt(x.sum(axis=0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = np.nan_to_num((x.T @ x) / np.outer(norms, norms))
+        np.fill_diagonal(expected, 0)
+        np.testing.assert_allclose(model._similarity.toarray(), expected, rtol=1e-6)
+
+    def test_neighbours_prune_per_target_item(self):
+        train = two_clusters()
+        model = ItemKNN(neighbours=1, device="cpu").fit(train)
+        assert (np.diff(model._similarity.tocsc().indptr) <= 1).all()
+
+
+class TestContentKNN(RecommenderContract):
+    def make(self, **options):
+        return ContentKNN(embeddings=cluster_embeddings(), device="cpu", **options)
+
+    def test_user_is_mean_of_profile_then_cosine(self):
+        train = two_clusters()
+        vectors = cluster_embeddings().vectors
+        model = self.make().fit(train)
+        profile = train.binary().toarray()[0] > 0
+        mean = vectors[profile].mean(axis=0)
+        expected = vectors @ mean / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(mean))
+        np.testing.assert_allclose(model.score(np.array([0]))[0], expected, rtol=1e-5)
+
+    def test_needs_embeddings_for_every_item(self):
+        from tunespace.data.embeddings import ItemEmbeddings
+        from tunespace.errors import UnknownIdError
+
+        partial = ItemEmbeddings(ids=["i0"], vectors=np.ones((1, 4)))
+        with pytest.raises(UnknownIdError, match="have no embedding"):
+            ContentKNN(embeddings=partial).fit(two_clusters())
+
+
+def test_every_registered_recommender_passes_the_contract():
+    tested = {cls.make(cls()).__class__ for cls in RecommenderContract.__subclasses__()}
+    assert set(RECOMMENDERS.values()) <= tested
