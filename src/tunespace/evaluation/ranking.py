@@ -157,10 +157,12 @@ def top_k(
         buffer = torch.empty(batch * min(item_chunk, n_items), dtype=torch.float32, device=device)
         for i0 in range(0, n_items, item_chunk):
             i1 = min(i0 + item_chunk, n_items)
-            scores = scorer(user_tensor, i0, i1, buffer[: batch * (i1 - i0)].view(batch, i1 - i0))
+            block = buffer[: batch * (i1 - i0)].view(batch, i1 - i0)
+            scores = scorer(user_tensor, i0, i1, block)
             if scores.shape != (batch, i1 - i0):
                 raise RankingError(f"scorer returned shape {tuple(scores.shape)}, expected {(batch, i1 - i0)}")
-            scores = scores.to(torch.float32)
+            if scores.data_ptr() != block.data_ptr():  # never write into a tensor the scorer may still own
+                scores = block.copy_(scores)
             in_chunk = (excl_cols >= i0) & (excl_cols < i1)
             scores[excl_rows[in_chunk], excl_cols[in_chunk] - i0] = float("-inf")
             top_scores, columns, tied = _candidates(scores, min(k, i1 - i0))

@@ -23,7 +23,7 @@ class Popularity(Recommender):
 
     def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         assert self._popularity is not None
-        return self._popularity[start:stop].expand(len(users), -1).clone()
+        return self._popularity[start:stop].expand(len(users), -1)
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self._popularity is not None
