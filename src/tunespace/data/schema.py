@@ -40,7 +40,7 @@ class TableSchema:
     name: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]  # columns whose combination must be unique
-    extra_text: bool = False  # extra string columns are kept as free text (tracks only)
+    extra_text: bool = False  # extra columns are kept: numbers as numbers, anything else as text (tracks only)
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -197,7 +197,9 @@ def validate_table(frame: pd.DataFrame, schema: TableSchema, source: str | None 
         known = {c.name for c in schema.columns} | set(in_file.values())
         for name in frame.columns:
             if name not in known:
-                out[str(name)] = frame[name].astype("string")
+                extra = frame[name]
+                numeric = pd.api.types.is_numeric_dtype(extra) and not pd.api.types.is_bool_dtype(extra)
+                out[str(name)] = extra if numeric else extra.astype("string")
     result = pd.DataFrame(out)
     duplicated = result.duplicated(list(schema.key), keep="first").to_numpy()
     if duplicated.any():

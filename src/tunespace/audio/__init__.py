@@ -1,0 +1,1 @@
+"""Audio decoding and features."""
