@@ -4,4 +4,5 @@ import sys
 
 from tunespace.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes (spawn) re-import this module; only the parent runs the CLI
+    sys.exit(main())
