@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; CUDA users: TORCH_SPEC="torch==2.13.0" PIP_INDEX for their CUDA wheel, see README.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps "tinysoundfont>=0.3"
+	$(BIN)/pip install --quiet -e ".[test,corpus]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,162 @@
+"""Build the built-in corpus: real tunes -> performances (ABC, MIDI, audio) -> texts and tags -> listeners.
+
+The result is a data-model folder (`tracks`, `interactions`, `playlists` Parquet tables; paths inside the tracks
+table are relative to the folder) plus `captions.parquet` (several descriptions per track and language),
+`skipped.parquet` (tunes that could not be used, with the reason) and `build.json` (sizes and timings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tunespace.corpus.captions import captions_table, metadata_text, tempo_class, track_tags
+from tunespace.corpus.listeners import ListenerConfig, simulate_listeners
+from tunespace.corpus.render import INSTRUMENT_FAMILIES, RenderSpec, find_soundfont, render_many
+from tunespace.corpus.tunes import COLLECTIONS, read_tunes_with_skips
+from tunespace.data.dataset import Dataset
+from tunespace.errors import TunespaceError
+from tunespace.io import write_parquet, write_text
+
+logger = logging.getLogger(__name__)
+
+SIZES = {"small": 300, "medium": 2000, "full": None}  # tracks; None = every usable tune
+LISTENERS = {"small": 300, "medium": 1500, "full": 6000}
+START = "2024-01-01"
+CUTOFF = "2025-01-01"  # 12 months of train, the 13th month for validation and test, as in the paper
+
+# Typical performance tempo (quarter notes per minute) by dance type or genre, before per-track variation.
+BASE_TEMPO = {"reel": 200.0, "jig": 180.0, "slip jig": 180.0, "hornpipe": 150.0, "strathspey": 130.0,
+              "polka": 220.0, "march": 200.0, "waltz": 150.0, "air": 80.0, "slide": 190.0, "set dance": 150.0}
+DEFAULT_TEMPO = 110.0
+TEMPO_SPREAD = (0.8, 1.25)  # each performance is this much slower or faster than the base tempo
+
+
+class CorpusError(TunespaceError):
+    """The corpus cannot be built as asked."""
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    size: str = "small"
+    seed: int = 0
+    sample_rate: int = 16000
+    max_seconds: float = 30.0
+    workers: int = 2
+    tracks: int | None = None  # overrides the size's number of tracks
+    listeners: int | None = None  # overrides the size's number of listeners
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise CorpusError(f"unknown corpus size {self.size!r}; choose from {', '.join(SIZES)}")
+
+
+def select_tunes(tunes: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of `limit` tunes (None: all) that keeps every collection represented (round-robin over
+    shuffled collections)."""
+    if limit is None or limit >= len(tunes):
+        return tunes.sort_values("tune_id").reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    queues = {name: list(rng.permutation(group.index.to_numpy()))
+              for name, group in tunes.groupby("collection", sort=True)}
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for name in sorted(queues):
+            if queues[name] and len(chosen) < limit:
+                chosen.append(queues[name].pop())
+    return tunes.loc[chosen].sort_values("tune_id").reset_index(drop=True)
+
+
+def _performance(tunes: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Instrument and tempo of each track, drawn from a generator seeded by the corpus seed and the tune id."""
+    families = sorted(INSTRUMENT_FAMILIES)
+    rows = []
+    for tune in tunes.itertuples(index=False):
+        digest = int(hashlib.sha256(f"{seed}:{tune.tune_id}".encode()).hexdigest()[:16], 16)
+        rng = np.random.default_rng(digest)
+        family = families[rng.integers(len(families))]
+        program, instrument = INSTRUMENT_FAMILIES[family][rng.integers(len(INSTRUMENT_FAMILIES[family]))]
+        base = tune.tempo_bpm if np.isfinite(tune.tempo_bpm) else BASE_TEMPO.get(tune.dance_type, DEFAULT_TEMPO)
+        rows.append({"instrument_family": family, "instrument": instrument, "program": int(program),
+                     "tempo_bpm": round(float(base * rng.uniform(*TEMPO_SPREAD)), 1),
+                     "render_seed": int(digest % 2**31)})
+    return pd.DataFrame(rows, index=tunes.index)
+
+
+def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(),
+                 progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, object]:
+    """Build (or finish building: renders are cached by content) the corpus into `out`; returns the report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    tunes, unusable = read_tunes_with_skips()
+    tunes = select_tunes(tunes, config.tracks or SIZES[config.size], config.seed)
+    performed = tunes.drop(columns=["tempo_bpm"]).join(
+        _performance(tunes, config.seed)).rename(columns={"tune_id": "track_id"})
+    timings["select_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    soundfont = find_soundfont()
+    specs = [RenderSpec(track_id=row.track_id, abc=row.abc, program=row.program, tempo_bpm=row.tempo_bpm,
+                        seed=row.render_seed, sample_rate=config.sample_rate, max_seconds=config.max_seconds)
+             for row in performed.itertuples(index=False)]
+    callback = progress("rendering", len(specs)) if progress else None
+    rendered, failed = render_many(specs, out, soundfont=soundfont, workers=config.workers, progress=callback)
+    timings["render_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    abc_paths = []
+    for row in performed.itertuples(index=False):
+        relative = f"abc/{hashlib.sha256(row.abc.encode()).hexdigest()[:20]}.abc"
+        target = out / relative
+        if not target.exists():
+            write_text(row.abc, target)
+        abc_paths.append(relative)
+    performed["abc_path"] = abc_paths
+    tracks = performed.merge(rendered.drop(columns=["program", "tempo_bpm"]), on="track_id", how="inner")
+    tracks = tracks.rename(columns={"seconds": "duration"})
+    tracks["artist_id"] = tracks["collection"]
+    tracks["album_id"] = tracks["track_id"].str.rsplit("/", n=1).str[0]
+    tracks["collection_name"] = tracks["collection"].map({k: v[1] for k, v in COLLECTIONS.items()})
+    tracks["tempo_class"] = tracks["tempo_bpm"].map(tempo_class)
+    records = tracks.to_dict("records")
+    tracks["metadata_text"] = [metadata_text(r) for r in records]
+    tracks["tags"] = ["|".join(track_tags(r)) for r in records]
+    captions = captions_table(tracks)
+    tracks = tracks.drop(columns=["abc", "render_seed", "cached"], errors="ignore")
+    timings["text_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    listeners = config.listeners or LISTENERS[config.size]
+    listening = simulate_listeners(tracks, ListenerConfig(users=listeners, start=START, seed=config.seed))
+    dataset = Dataset.from_frames(listening.interactions, tracks, listening.playlists, name="tunespace-corpus")
+    dataset.save(out)
+    write_parquet(captions, out / "captions.parquet")
+    write_parquet(listening.users, out / "users.parquet")
+    skipped = pd.concat([unusable.assign(stage="parse"), failed.assign(stage="render")], ignore_index=True)
+    write_parquet(skipped.astype("string"), out / "skipped.parquet")
+    timings["listeners_s"] = time.perf_counter() - started
+
+    audio_minutes = float(tracks["duration"].sum() / 60)
+    fresh = rendered.loc[~rendered["cached"].astype(bool), "seconds"].sum() / 60 if len(rendered) else 0.0
+    report = {
+        "config": asdict(config), "soundfont": str(soundfont), "tracks": len(tracks), "skipped": len(skipped),
+        "users": listeners, "interactions": len(listening.interactions),
+        "playlists": int(listening.playlists["playlist_id"].nunique()), "audio_minutes": audio_minutes,
+        "rendered_now": int((~rendered["cached"].astype(bool)).sum()) if len(rendered) else 0,
+        "timings": timings,
+        # only what this run rendered counts for speed; cached renders cost nothing
+        "audio_minutes_rendered_per_second": float(fresh) / max(timings["render_s"], 1e-9) if fresh else None,
+        "cutoff": CUTOFF,
+    }
+    write_text(json.dumps(report, indent=2), out / "build.json")
+    return report
