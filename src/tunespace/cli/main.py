@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,6 +22,7 @@ from rich.table import Table
 
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split, SplitConfig, temporal_split
+from tunespace.encoders.extract import ExtractionConfig
 from tunespace.errors import TunespaceError
 from tunespace.evaluation.benchmark import BenchmarkRun, model_specs, run_benchmark
 from tunespace.evaluation.evaluate import compare
@@ -33,6 +36,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: do
 
 DEFAULT_MODELS = "popularity,itemknn,ease,knn"
 COLLABORATIVE_MODELS = "popularity,itemknn,ease"
+DEMO_BACKENDS = ("mfcc",)
 
 
 def _ks(values: str) -> list[int]:
@@ -82,7 +86,7 @@ def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, base
 
 
 def _benchmark(dataset: str, data: Optional[Path], config: SplitConfig, models: str, ks: str, part: str,
-               out: Optional[Path], title: str) -> BenchmarkRun:
+               out: Optional[Path], title: str, embeddings: Sequence[Path] = ()) -> BenchmarkRun:
     from tunespace.data.sources import load_source
 
     with console.status(f"loading {dataset}"):
@@ -91,7 +95,8 @@ def _benchmark(dataset: str, data: Optional[Path], config: SplitConfig, models: 
     console.print(source.dataset.summary())
     split = temporal_split(source.dataset.interactions, config)
     console.print({key: value for key, value in split.stats.items()})
-    specs = model_specs([m.strip() for m in models.split(",") if m.strip()], source.embeddings)
+    vectors = {**source.embeddings, **_embedding_sets(embeddings)}
+    specs = model_specs([m.strip() for m in models.split(",") if m.strip()], vectors)
     with _progress() as progress:
         run = run_benchmark(split, specs, ks=_ks(ks), part=part, progress=_progress_factory(progress))
     preamble = (f"Dataset: {source.note}. Protocol: train [{config.train_start or 'start'}, {config.cutoff}), "
@@ -102,6 +107,99 @@ def _benchmark(dataset: str, data: Optional[Path], config: SplitConfig, models: 
         split.save(out / "split")
     _report(run, out, title, preamble, baseline="popularity")
     return run
+
+
+def _embedding_sets(paths: Sequence[Path]) -> dict[str, ItemEmbeddings]:
+    """Load embedding files or `tunespace embed` folders, labelled by backend (from the manifest) or file stem."""
+    sets: dict[str, ItemEmbeddings] = {}
+    for path in paths:
+        manifest = path / "manifest.json" if path.is_dir() else None
+        label = json.loads(manifest.read_text())["backend"] if manifest and manifest.exists() else path.stem
+        while label in sets:
+            label += "'"
+        sets[label] = ItemEmbeddings.load(path)
+    return sets
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, object]:
+    """`key=value` pairs; values that read as int, float or bool become one."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(raw)
+                    break
+                except ValueError:
+                    continue
+        options[key] = value
+    return options
+
+
+@app.command()
+def embed(
+    backend: Annotated[str, typer.Option(help="Backend name (see --list).")] = "mfcc",
+    data: Annotated[Optional[Path], typer.Option(help="Data-model folder with tracks.parquet (audio_path).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder of embedding shards (resumes if present).")] = None,
+    pooling: Annotated[str, typer.Option(help="mean, or mean+std of the frames.")] = "mean",
+    option: Annotated[Optional[list[str]], typer.Option(help="Backend option key=value (layer, weights...).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Segments per forward pass.")] = 16,
+    shard_size: Annotated[int, typer.Option(help="Tracks per output shard.")] = 256,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    worker: Annotated[int, typer.Option(help="This worker's index in a distributed run.")] = 0,
+    workers: Annotated[int, typer.Option(help="Number of workers sharing the shards.")] = 1,
+    list_backends: Annotated[bool, typer.Option("--list", help="List the backends and exit.")] = False,
+) -> None:
+    """Embed every track's audio with a frozen backend: time-averaged vectors in resumable Parquet shards."""
+    import torch
+
+    from tunespace.encoders.base import backend_names
+
+    if list_backends:
+        console.print(", ".join(backend_names()))
+        return
+    if data is None or out is None:
+        raise typer.BadParameter("--data and --out are required")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = ExtractionConfig(backend=backend, options=_parse_options(option or []), pooling=pooling,
+                              batch_size=batch_size, shard_size=shard_size, device=device)
+    _embed(config, data, out, worker, workers)
+
+
+def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
+    """Run an extraction with a progress bar in audio minutes per second, then summarise what was skipped."""
+    from tunespace.data.dataset import Dataset
+    from tunespace.encoders.extract import Extractor, load_skipped
+
+    tracks = Dataset.load_tracks(data)
+    extractor = Extractor(config)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task(f"embedding with {config.backend}", total=len(tracks), speed="")
+        started, audio = time.perf_counter(), [0.0]
+
+        def advance(tracks_done: int, seconds: float) -> None:
+            audio[0] += seconds
+            rate = audio[0] / 60 / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=tracks_done, speed=f"{rate:.2f} audio min/s")
+
+        report = extractor.run(tracks, data, out, worker=worker, workers=workers, progress=advance)
+    skipped = load_skipped(out)
+    console.print(f"{config.backend} ({extractor.output_dim}-d, {config.pooling}) -> {out}: {report.embedded} "
+                  f"tracks embedded, {report.skipped} skipped, {report.shards_written} shards written, "
+                  f"{report.shards_reused} reused; {report.audio_seconds / 60:.1f} audio minutes in "
+                  f"{report.seconds:.1f} s ({report.audio_minutes_per_second:.2f} audio min/s)", soft_wrap=True)
+    if len(skipped):
+        counts = skipped["kind"].value_counts()
+        _show(pd.DataFrame({"reason": counts.index, "tracks": counts.to_numpy()}),
+              f"skipped tracks (all {len(skipped)} with reasons in {out}/shard-*.skipped.parquet)")
 
 
 corpus_app = typer.Typer(help="The built-in corpus of real tunes.", no_args_is_help=True)
@@ -141,30 +239,34 @@ def corpus_build(
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and results.")] = Path("demo-results"),
          size: Annotated[str, typer.Option(help="Corpus size.")] = "small") -> None:
-    """Build the small built-in corpus, embed its audio (MFCC statistics), and run the recommenders on it."""
-    from tunespace.audio.embed import mfcc_embeddings
+    """Build the small built-in corpus, embed its audio (MFCC statistics, and MusiCNN when its weights are
+    installed), and run the recommenders on it."""
     from tunespace.corpus.build import CUTOFF
     from tunespace.data.dataset import Dataset
+    from tunespace.encoders.base import BackendUnavailableError
     from tunespace.evaluation.probe import linear_probe
 
     console.rule("tunespace demo: the built-in corpus of real tunes")
     _build_corpus(size, out / "corpus", workers=2, seed=0)
     dataset = Dataset.load(out / "corpus")
     assert dataset.tracks is not None
-    with _progress() as progress:
-        task = progress.add_task("MFCC statistics", total=len(dataset.tracks))
-        mfcc, skipped = mfcc_embeddings(dataset.tracks, out / "corpus",
-                                        progress=lambda n: progress.advance(task, n))
-    mfcc.save(out / "mfcc.parquet")
-    families = dataset.tracks.set_index("track_id").loc[mfcc.ids, "instrument_family"].to_numpy()
-    probe = linear_probe(mfcc.vectors, families, seed=0)
-    console.print(f"linear probe, instrument family from MFCC statistics: accuracy {probe.accuracy:.3f} "
-                  f"(balanced {probe.balanced_accuracy:.3f}; chance {probe.chance:.3f}, {probe.n_classes} "
-                  f"families, {probe.n_test} test tracks)", soft_wrap=True)
+    embeddings: dict[str, ItemEmbeddings] = {}
+    for backend in DEMO_BACKENDS:
+        try:
+            _embed(ExtractionConfig(backend), out / "corpus", out / "embeddings" / backend)
+        except BackendUnavailableError as error:
+            console.print(f"[yellow]skipping {backend}:[/] {error}", soft_wrap=True)
+            continue
+        vectors = embeddings[backend] = ItemEmbeddings.load(out / "embeddings" / backend)
+        families = dataset.tracks.set_index("track_id").loc[vectors.ids, "instrument_family"].to_numpy()
+        probe = linear_probe(vectors.vectors, families, seed=0)
+        console.print(f"linear probe, instrument family from {backend}: accuracy {probe.accuracy:.3f} "
+                      f"(balanced {probe.balanced_accuracy:.3f}; chance {probe.chance:.3f}, {probe.n_classes} "
+                      f"families, {probe.n_test} test tracks)", soft_wrap=True)
     config = SplitConfig(cutoff=CUTOFF, seed=42)
     split = temporal_split(dataset.interactions, config)
     console.print(split.stats, soft_wrap=True)
-    specs = model_specs(DEFAULT_MODELS.split(","), {"mfcc": mfcc})
+    specs = model_specs(DEFAULT_MODELS.split(","), embeddings)
     with _progress() as progress:
         run = run_benchmark(split, specs, ks=(10, 50), part="test", progress=_progress_factory(progress))
     preamble = (f"Built-in corpus ({size}); train before {CUTOFF}, test pairs first seen after it, test users "
@@ -199,14 +301,15 @@ def evaluate(
     split_dir: Annotated[Path, typer.Argument(help="A folder written by `tunespace split`.")],
     models: Annotated[str, typer.Option(help="Comma-separated recommender names (knn needs --embeddings).")] = (
         COLLABORATIVE_MODELS),
-    embeddings: Annotated[Optional[Path], typer.Option(help="Item embeddings Parquet for content models.")] = None,
+    embeddings: Annotated[Optional[list[Path]], typer.Option(
+        help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
     ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
     part: Annotated[str, typer.Option(help="validation or test.")] = "test",
     out: Annotated[Optional[Path], typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
 ) -> None:
     """Fit recommenders on a saved split's train part and evaluate them by full ranking."""
     loaded = Split.load(split_dir)
-    vectors = {embeddings.stem: ItemEmbeddings.load(embeddings)} if embeddings else {}
+    vectors = _embedding_sets(embeddings or [])
     specs = model_specs([m.strip() for m in models.split(",") if m.strip()], vectors)
     with _progress() as progress:
         run = run_benchmark(loaded, specs, ks=_ks(ks), part=part, progress=_progress_factory(progress))
@@ -227,11 +330,13 @@ def benchmark_recsys(
     ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
     part: Annotated[str, typer.Option(help="validation or test.")] = "test",
     out: Annotated[Optional[Path], typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
+    embeddings: Annotated[Optional[list[Path]], typer.Option(
+        help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
 ) -> None:
     """Temporal protocol of Tamm and Aljanaki on a dataset: HR/Recall/NDCG@50 with confidence intervals."""
     config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
                          validation_ratio=validation_ratio, seed=seed)
-    _benchmark(dataset, data, config, models, ks, part, out, f"benchmark recsys: {dataset}")
+    _benchmark(dataset, data, config, models, ks, part, out, f"benchmark recsys: {dataset}", embeddings or [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,18 @@ class Dataset:
         return cls.from_frames(frames["interactions"], frames["tracks"], frames["playlists"],
                                name=folder.name, sources=sources)
 
+    @staticmethod
+    def load_tracks(folder: str | Path) -> pd.DataFrame:
+        """Only the validated track table: what audio extraction needs, with or without listening data."""
+        file = Path(folder) / FILES["tracks"]
+        if not file.exists():
+            raise DatasetNotFoundError(f"{file}: no tracks table (expected {FILES['tracks']})")
+        try:
+            frame = pd.read_parquet(file)
+        except Exception as error:  # pyarrow raises several types for a corrupt file
+            raise DataValidationError(str(file), f"not a readable Parquet file ({error})") from error
+        return validate_table(frame, TRACKS, str(file))
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

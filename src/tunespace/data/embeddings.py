@@ -66,9 +66,18 @@ class ItemEmbeddings:
 
     @classmethod
     def load(cls, path: str | Path) -> ItemEmbeddings:
+        """Read one Parquet file, or a folder of `shard-*.parquet` files as `tunespace embed` writes them."""
         path = Path(path)
         try:
-            table = pq.read_table(path)
+            if path.is_dir():
+                shards = sorted(p for p in path.glob("shard-*.parquet") if not p.name.endswith(".skipped.parquet"))
+                if not shards:
+                    raise DataValidationError(str(path), "no embedding shards (shard-*.parquet) in this folder")
+                table = pa.concat_tables([pq.read_table(shard) for shard in shards])
+            else:
+                table = pq.read_table(path)
+        except DataValidationError:
+            raise
         except Exception as error:
             raise DataValidationError(str(path), f"not a readable Parquet file ({error})") from error
         for column in ("track_id", "embedding"):

@@ -1,0 +1,353 @@
+"""Embed every track of a catalogue with a backend: decode, resample, segment, batch, encode, pool, write shards.
+
+Why it is built this way:
+- Tracks are assigned to fixed shards of `shard_size` in catalogue order. A shard is written atomically once all
+  its tracks are done, so a killed run resumes at the first missing shard and produces byte-identical shards to an
+  uninterrupted run (a shard is always computed with the same batches). Workers of a distributed run take shards
+  `k % workers == worker` and write into the same folder.
+- A file that is unreadable, empty, silent, too short, non-finite or that the model fails on is recorded with the
+  reason in the shard's skipped file; the run goes on.
+- Audio is streamed in segments of the backend's `segment_seconds`, so a very long file costs one segment of
+  memory at a time; the pooled mean (and std) is accumulated in float64 over the valid frames of all segments, so
+  padding never enters the mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from tunespace.audio.decode import AudioDecodeError
+from tunespace.audio.stream import audio_seconds, stream_segments
+from tunespace.encoders.base import AudioBackend, get_backend
+from tunespace.errors import TunespaceError
+from tunespace.io import atomic_path, write_text
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+POOLINGS = ("mean", "mean+std")
+SKIPPED_COLUMNS = ["track_id", "audio_path", "kind", "reason"]
+
+
+class ExtractionError(TunespaceError):
+    """The extraction cannot start or resume as asked (mismatched manifest, bad configuration)."""
+
+
+@dataclass
+class ExtractionConfig:
+    backend: str
+    options: dict[str, Any] = field(default_factory=dict)  # backend constructor options (layer, weights...)
+    pooling: str = "mean"
+    batch_size: int = 16  # segments per forward pass
+    shard_size: int = 256  # tracks per output shard
+    device: str = "cpu"
+    silence_peak: float = 1e-4  # a track whose peak |amplitude| stays below this is skipped as silent
+    whole_file_seconds: float = 600.0  # longer files are streamed in the main thread instead of prefetched
+    prefetch: int = 4  # tracks decoded ahead by background threads
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ExtractionError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ExtractionError("batch_size and shard_size must be positive")
+
+
+@dataclass
+class ExtractionReport:
+    embedded: int = 0
+    skipped: int = 0
+    shards_written: int = 0
+    shards_reused: int = 0
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def audio_minutes_per_second(self) -> float:
+        return self.audio_seconds / 60.0 / self.seconds if self.seconds else 0.0
+
+
+class _Track:
+    """Running sums over the valid frames of one track's segments."""
+
+    def __init__(self, dim: int) -> None:
+        self.total = np.zeros(dim, dtype=np.float64)
+        self.squares = np.zeros(dim, dtype=np.float64)
+        self.frames = 0
+        self.samples = 0
+        self.peak = 0.0
+        self.pending = 0  # segments queued but not yet encoded
+        self.ended = False
+        self.error: str | None = None
+
+
+def catalogue_digest(tracks: pd.DataFrame) -> str:
+    """Identity of the catalogue an output folder belongs to, so a resume never mixes two catalogues."""
+    text = "\n".join(f"{t}\t{p}" for t, p in zip(tracks["track_id"].astype(str), tracks["audio_path"].astype(str)))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def shard_path(out: Path, shard: int) -> Path:
+    return out / f"shard-{shard:05d}.parquet"
+
+
+def skipped_path(out: Path, shard: int) -> Path:
+    return out / f"shard-{shard:05d}.skipped.parquet"
+
+
+def load_skipped(out: str | Path) -> pd.DataFrame:
+    """All skipped tracks of an output folder: track_id, audio_path, kind (for counting) and the full reason."""
+    files = sorted(Path(out).glob("shard-*.skipped.parquet"))
+    if not files:
+        return pd.DataFrame(columns=SKIPPED_COLUMNS)
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+class Extractor:
+    """Runs one backend over a catalogue; see the module docstring for the guarantees."""
+
+    def __init__(self, config: ExtractionConfig, backend: AudioBackend | None = None) -> None:
+        self.config = config
+        self.backend = backend or get_backend(config.backend, device=config.device, **config.options)
+        if config.pooling == "mean+std" and type(self.backend).finalize is not AudioBackend.finalize:
+            raise ExtractionError(f"backend {config.backend!r} publishes a fixed statistic; use pooling 'mean'")
+        self.segment_samples = int(round(self.backend.segment_seconds * self.backend.sample_rate))
+        self.min_samples = int(np.ceil(self.backend.min_seconds * self.backend.sample_rate))
+
+    @property
+    def output_dim(self) -> int:
+        extra = self.backend.dim if self.config.pooling == "mean+std" else 0
+        return self.backend.output_dim + extra
+
+    def manifest(self, tracks: pd.DataFrame) -> dict[str, Any]:
+        config = asdict(self.config)
+        return {"backend": config["backend"], "options": {k: str(v) for k, v in config["options"].items()},
+                "pooling": config["pooling"], "shard_size": config["shard_size"], "dim": self.output_dim,
+                "sample_rate": self.backend.sample_rate, "segment_seconds": self.backend.segment_seconds,
+                "tracks": len(tracks), "catalogue": catalogue_digest(tracks)}
+
+    def run(self, tracks: pd.DataFrame, root: str | Path, out: str | Path, worker: int = 0, workers: int = 1,
+            progress: Callable[[int, float], None] | None = None) -> ExtractionReport:
+        """Embed `tracks` (track_id, audio_path relative to `root`) into shards under `out`, resuming if present."""
+        if not 0 <= worker < workers:
+            raise ExtractionError(f"worker {worker} is not in [0, {workers})")
+        root, out = Path(root), Path(out)
+        tracks = tracks.reset_index(drop=True)
+        self._check_manifest(tracks, out)
+        report = ExtractionReport()
+        started = time.perf_counter()
+        shards = range(worker, -(-len(tracks) // self.config.shard_size), workers)
+        for shard in shards:
+            part = tracks.iloc[shard * self.config.shard_size:(shard + 1) * self.config.shard_size]
+            if shard_path(out, shard).exists():
+                report.shards_reused += 1
+                if progress is not None:
+                    progress(len(part), 0.0)
+                continue
+            embedded, skipped, seconds = self._embed_shard(part, root, progress)
+            self._write_shard(out, shard, embedded, skipped)
+            report.shards_written += 1
+            report.embedded += len(embedded[0])
+            report.skipped += len(skipped)
+            report.audio_seconds += seconds
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _check_manifest(self, tracks: pd.DataFrame, out: Path) -> None:
+        manifest = self.manifest(tracks)
+        path = out / MANIFEST
+        if path.exists():
+            existing = json.loads(path.read_text(encoding="utf-8"))
+            different = sorted(k for k in manifest if existing.get(k) != manifest[k])
+            if different:
+                raise ExtractionError(f"{path}: this folder holds another extraction (differs in "
+                                      f"{', '.join(different)}); use a new --out or remove it")
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(json.dumps(manifest, indent=2), path)
+
+    def _write_shard(self, out: Path, shard: int, embedded: tuple[list[str], list[np.ndarray]],
+                     skipped: list[dict[str, str]]) -> None:
+        ids, vectors = embedded
+        frame = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).astype(str)
+        with atomic_path(skipped_path(out, shard)) as tmp:
+            frame.to_parquet(tmp, index=False)
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.output_dim)
+        table = pa.table({"track_id": pa.array(ids, type=pa.string()),
+                          "embedding": pa.FixedSizeListArray.from_arrays(
+                              pa.array(matrix.reshape(-1), type=pa.float32()), self.output_dim)})
+        with atomic_path(shard_path(out, shard)) as tmp:  # written last: its presence marks the shard done
+            pq.write_table(table, tmp)
+
+    def _decode(self, path: Path) -> Iterable[np.ndarray]:
+        """Short files are decoded whole (in a prefetch thread); long ones come back as a lazy stream."""
+        if audio_seconds(path) > self.config.whole_file_seconds:
+            return stream_segments(path, self.backend.sample_rate, self.segment_samples)
+        return list(stream_segments(path, self.backend.sample_rate, self.segment_samples))
+
+    def _embed_shard(self, part: pd.DataFrame, root: Path, progress: Callable[[int, float], None] | None
+                     ) -> tuple[tuple[list[str], list[np.ndarray]], list[dict[str, str]], float]:
+        state: dict[int, _Track] = {}
+        batch: list[tuple[int, np.ndarray]] = []
+        rows = list(part[["track_id", "audio_path"]].itertuples(index=False))
+        done_ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        skipped: list[dict[str, str]] = []
+        seconds = 0.0
+
+        def flush() -> None:
+            if batch:
+                self._encode(batch, state)
+                batch.clear()
+            for position in [p for p, t in state.items() if t.ended and t.pending == 0]:
+                track = state.pop(position)
+                nonlocal seconds
+                row = rows[position]
+                vector, reason = self._finish(track)
+                if reason is None:
+                    done_ids.append(str(row.track_id))
+                    vectors.append(vector)
+                    seconds += track.samples / self.backend.sample_rate
+                else:
+                    skipped.append({"track_id": str(row.track_id), "audio_path": str(row.audio_path),
+                                    "kind": _kind(reason, str(root / str(row.audio_path))), "reason": reason})
+                if progress is not None:
+                    progress(1, track.samples / self.backend.sample_rate)
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
+            for position, source, problem in self._prefetched(rows, root, pool):
+                track = state[position] = _Track(self.backend.dim)
+                track.error = problem
+                try:
+                    for segment in source:
+                        if len(segment) < self.min_samples and track.samples > 0:
+                            track.samples += len(segment)
+                            continue  # a sliver at the end: too short for the model, dropped (documented)
+                        track.samples += len(segment)
+                        track.peak = max(track.peak, float(np.abs(segment).max()))
+                        track.pending += 1
+                        batch.append((position, segment))
+                        if len(batch) >= self.config.batch_size:
+                            flush()
+                except AudioDecodeError as error:
+                    track.error = str(error)
+                track.ended = True
+                if not batch:
+                    flush()
+            flush()
+        order = {str(t): i for i, t in enumerate(part["track_id"])}
+        ranked = sorted(range(len(done_ids)), key=lambda i: order[done_ids[i]])
+        return ([done_ids[i] for i in ranked], [vectors[i] for i in ranked]), skipped, seconds
+
+    def _prefetched(self, rows: list[Any], root: Path, pool: ThreadPoolExecutor
+                    ) -> Iterator[tuple[int, Iterable[np.ndarray], str | None]]:
+        """(position, segments, problem) in catalogue order, decoding up to `prefetch` tracks ahead."""
+        ahead: deque[tuple[int, Future | None, str | None]] = deque()
+        positions = iter(range(len(rows)))
+
+        def submit() -> None:
+            position = next(positions, None)
+            if position is None:
+                return
+            path = rows[position].audio_path
+            if path is None or (isinstance(path, float) and np.isnan(path)) or str(path) == "":
+                ahead.append((position, None, "no audio_path"))
+            else:
+                ahead.append((position, pool.submit(self._decode, root / str(path)), None))
+
+        for _ in range(max(1, self.config.prefetch)):
+            submit()
+        while ahead:
+            position, future, problem = ahead.popleft()
+            submit()
+            segments: Iterable[np.ndarray] = ()
+            if future is not None:
+                try:
+                    segments = future.result()
+                except AudioDecodeError as error:
+                    problem = str(error)
+            yield position, segments, problem
+
+    def _encode(self, batch: list[tuple[int, np.ndarray]], state: dict[int, _Track]) -> None:
+        try:
+            self._accumulate(batch, state)
+        except (RuntimeError, ValueError) as error:
+            if len(batch) == 1:
+                state[batch[0][0]].error = f"backend failed: {error}"
+                state[batch[0][0]].pending -= 1
+                return
+            logger.warning("a batch failed (%s); retrying its segments one by one", error)
+            for item in batch:
+                self._encode([item], state)
+
+    def _accumulate(self, batch: list[tuple[int, np.ndarray]], state: dict[int, _Track]) -> None:
+        lengths = torch.tensor([len(s) for _, s in batch])
+        waveforms = torch.zeros(len(batch), int(lengths.max()))
+        for row, (_, segment) in enumerate(batch):
+            waveforms[row, :len(segment)] = torch.from_numpy(segment)
+        features, valid = self.backend.frames(waveforms.to(self.backend.device), lengths)
+        features = features.detach().to("cpu", torch.float64)
+        valid = valid.detach().to("cpu")
+        weights = valid.to(torch.float64).unsqueeze(-1)
+        sums = (features * weights).sum(dim=1).numpy()
+        squares = (features.square() * weights).sum(dim=1).numpy()
+        counts = valid.sum(dim=1).numpy()
+        for row, (position, _) in enumerate(batch):
+            track = state[position]
+            track.total += sums[row]
+            track.squares += squares[row]
+            track.frames += int(counts[row])
+            track.pending -= 1
+
+    def _finish(self, track: _Track) -> tuple[np.ndarray | None, str | None]:
+        rate = self.backend.sample_rate
+        if track.error is not None:
+            return None, track.error
+        if track.samples == 0:
+            return None, "empty: no samples"
+        if track.samples < self.min_samples:
+            return None, f"too short: {track.samples / rate:.3f} s < {self.backend.min_seconds:.3f} s"
+        if track.peak < self.config.silence_peak:
+            return None, f"silent: peak amplitude {track.peak:.2e} < {self.config.silence_peak:.0e}"
+        if track.frames == 0:
+            return None, "no valid frames from the backend"
+        mean = track.total / track.frames
+        vector = self.backend.finalize(mean[None, :], np.array([track.frames]))[0]
+        if self.config.pooling == "mean+std":
+            std = np.sqrt(np.maximum(track.squares / track.frames - mean**2, 0.0))
+            vector = np.concatenate([vector, std])
+        vector = np.asarray(vector, dtype=np.float32)
+        if not np.isfinite(vector).all():
+            return None, "backend produced non-finite values"
+        return vector, None
+
+
+def extract_embeddings(tracks: pd.DataFrame, root: str | Path, out: str | Path, config: ExtractionConfig,
+                       worker: int = 0, workers: int = 1,
+                       progress: Callable[[int, float], None] | None = None) -> ExtractionReport:
+    """Convenience wrapper: build the backend from `config` and run it; see :class:`Extractor`."""
+    return Extractor(config).run(tracks, root, out, worker=worker, workers=workers, progress=progress)
+
+
+def _kind(reason: str, path: str) -> str:
+    """The reason without the file name and the details: 'cannot decode', 'silent', 'too short'..."""
+    text = reason.removeprefix(f"{path}: ")
+    return text.split(" (")[0].split(":")[0].strip()
+
+
+__all__ = ["ExtractionConfig", "ExtractionError", "ExtractionReport", "Extractor", "extract_embeddings",
+           "load_skipped"]

@@ -1,0 +1,227 @@
+"""The extraction pipeline: pooling maths, robustness to bad files, formats, resume and sharding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+
+from tunespace.audio.features import mfcc_stats
+from tunespace.audio.stream import stream_segments
+from tunespace.data.embeddings import ItemEmbeddings
+from tunespace.encoders.base import AudioBackend, backend_names, get_backend
+from tunespace.encoders.extract import ExtractionConfig, ExtractionError, Extractor, load_skipped
+
+RATE = 16000
+HOP = 160  # the test backend's frame: 10 ms
+
+
+class FrameMeans(AudioBackend):
+    """Frames are non-overlapping 10 ms windows; features are (mean, mean of squares) of the samples.
+
+    A frame is valid only if it lies wholly inside the real audio, so the pooled mean over a track can be computed
+    by hand from the whole signal when segments are whole numbers of frames.
+    """
+
+    name = "frame-means"
+    sample_rate = RATE
+    dim = 2
+    segment_seconds = 0.5
+    min_seconds = HOP / RATE
+
+    def __init__(self, fail_on_loud: bool = False) -> None:
+        super().__init__("cpu")
+        self.calls = 0
+        self.fail_on_loud = fail_on_loud
+
+    def frames(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        if self.fail_on_loud and bool((waveforms.abs() > 0.95).any()):
+            raise RuntimeError("model exploded")
+        usable = waveforms.shape[1] // HOP * HOP
+        framed = waveforms[:, :usable].reshape(len(waveforms), -1, HOP)
+        features = torch.stack([framed.mean(-1), framed.square().mean(-1)], dim=-1)
+        valid = torch.arange(framed.shape[1])[None, :] < (lengths // HOP)[:, None]
+        return features, valid
+
+
+def tone(seconds: float, freq: float = 220.0, amplitude: float = 0.5, rate: int = RATE, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.01, len(t))
+    return (amplitude * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def catalogue(tmp_path, signals: dict[str, np.ndarray | None]) -> pd.DataFrame:
+    rows = []
+    for track_id, signal in signals.items():
+        path = f"audio/{track_id}.wav"
+        if signal is not None:
+            (tmp_path / "audio").mkdir(exist_ok=True)
+            soundfile.write(tmp_path / path, signal, RATE, subtype="FLOAT")
+        rows.append({"track_id": track_id, "audio_path": path})
+    return pd.DataFrame(rows)
+
+
+def expected_frame_means(signal: np.ndarray) -> np.ndarray:
+    usable = len(signal) // HOP * HOP
+    framed = signal[:usable].astype(np.float64).reshape(-1, HOP)
+    return np.array([framed.mean(-1).mean(), np.square(framed).mean(-1).mean()])
+
+
+def test_registry_knows_mfcc_and_rejects_unknown_names():
+    assert "mfcc" in backend_names()
+    with pytest.raises(Exception, match="unknown backend 'nope'"):
+        get_backend("nope")
+
+
+def test_pooled_mean_spans_segments_and_ignores_padding(tmp_path):
+    # 2.3 s = four full 0.5 s segments and a 0.3 s remainder; batching pads the remainder with zeros
+    signals = {"long": tone(2.3, amplitude=0.8), "short": tone(0.73, 330.0, seed=1)}
+    tracks = catalogue(tmp_path, signals)
+    for batch_size in (1, 3, 16):
+        out = tmp_path / f"out{batch_size}"
+        Extractor(ExtractionConfig("frame-means", batch_size=batch_size), FrameMeans()).run(tracks, tmp_path, out)
+        embeddings = ItemEmbeddings.load(out)
+        for row, track_id in enumerate(embeddings.ids):
+            np.testing.assert_allclose(embeddings.vectors[row], expected_frame_means(signals[track_id]), rtol=1e-5, atol=1e-8)
+
+
+def test_mean_plus_std_pooling(tmp_path):
+    signal = tone(1.7, amplitude=0.6)
+    tracks = catalogue(tmp_path, {"a": signal})
+    out = tmp_path / "out"
+    Extractor(ExtractionConfig("frame-means", pooling="mean+std"), FrameMeans()).run(tracks, tmp_path, out)
+    vector = ItemEmbeddings.load(out).vectors[0]
+    framed = signal[: len(signal) // HOP * HOP].astype(np.float64).reshape(-1, HOP)
+    features = np.stack([framed.mean(-1), np.square(framed).mean(-1)], axis=1)
+    np.testing.assert_allclose(vector, np.concatenate([features.mean(0), features.std(0)]), rtol=1e-4, atol=1e-7)
+
+
+def test_mfcc_backend_matches_whole_track_statistics(tmp_path):
+    signals = {"a": tone(3.0), "b": tone(5.5, 440.0, seed=3)}
+    tracks = catalogue(tmp_path, signals)
+    out = tmp_path / "out"
+    report = Extractor(ExtractionConfig("mfcc")).run(tracks, tmp_path, out)
+    assert report.embedded == 2 and report.skipped == 0
+    embeddings = ItemEmbeddings.load(out)
+    assert embeddings.dim == 104
+    for row, track_id in enumerate(embeddings.ids):
+        reference = mfcc_stats(signals[track_id], RATE)
+        np.testing.assert_allclose(embeddings.vectors[row], reference, rtol=1e-3, atol=1e-2)
+
+
+def test_mfcc_refuses_std_pooling():
+    with pytest.raises(ExtractionError, match="pooling 'mean'"):
+        Extractor(ExtractionConfig("mfcc", pooling="mean+std"))
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_is_embedded(tmp_path):
+    nan_signal = tone(1.0)
+    nan_signal[100] = np.nan
+    tracks = catalogue(tmp_path, {"good": tone(1.0), "silent": np.zeros(RATE, np.float32),
+                                  "short": tone(0.005), "nan": nan_signal, "missing": None, "loud": tone(1.0, amplitude=0.99)})
+    (tmp_path / "audio" / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
+    soundfile.write(tmp_path / "audio" / "empty.wav", np.zeros(0, np.float32), RATE)
+    extra = pd.DataFrame({"track_id": ["corrupt", "empty", "nopath"],
+                          "audio_path": ["audio/corrupt.wav", "audio/empty.wav", None]})
+    tracks = pd.concat([tracks, extra], ignore_index=True)
+    out = tmp_path / "out"
+    report = Extractor(ExtractionConfig("frame-means", batch_size=4), FrameMeans(fail_on_loud=True)).run(
+        tracks, tmp_path, out)
+    assert report.embedded == 1 and report.skipped == len(tracks) - 1
+    assert list(ItemEmbeddings.load(out).ids) == ["good"]
+    reasons = load_skipped(out).set_index("track_id")["reason"]
+    assert "silent" in reasons["silent"]
+    assert "too short" in reasons["short"]
+    assert "non-finite" in reasons["nan"]
+    assert "cannot decode" in reasons["missing"] and "missing.wav" in reasons["missing"]
+    assert "cannot decode" in reasons["corrupt"]
+    assert "empty" in reasons["empty"] or "cannot decode" in reasons["empty"]
+    assert reasons["nopath"] == "no audio_path"
+    assert "backend failed: model exploded" in reasons["loud"]
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "rate"), [
+    ("FLAC", "PCM_16", 44100), ("OGG", "VORBIS", 44100), ("OGG", "OPUS", 48000), ("MP3", "MPEG_LAYER_III", 44100)])
+def test_compressed_formats_decode_resample_and_mix_down(tmp_path, fmt, subtype, rate):
+    seconds = 2.0
+    left = tone(seconds, 440.0, rate=rate)
+    stereo = np.stack([left, left], axis=1)
+    suffix = {"FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}[fmt]
+    path = tmp_path / f"clip{suffix}"
+    soundfile.write(path, stereo, rate, format=fmt, subtype=subtype)
+    decoded = np.concatenate(list(stream_segments(path, RATE, RATE // 2)))
+    assert abs(len(decoded) - seconds * RATE) < 0.1 * RATE  # codecs may pad a few milliseconds
+    spectrum = np.abs(np.fft.rfft(decoded[: RATE]))
+    assert abs(np.argmax(spectrum) - 440) <= 2  # a 1 s window: bin = Hz
+
+
+def test_stream_segments_of_a_long_file_equal_the_whole_resampled_signal(tmp_path):
+    import soxr
+
+    rate = 44100
+    signal = tone(20.0, 300.0, rate=rate)
+    soundfile.write(tmp_path / "long.wav", signal, rate, subtype="FLOAT")
+    segments = list(stream_segments(tmp_path / "long.wav", RATE, 3 * RATE))
+    assert all(len(s) == 3 * RATE for s in segments[:-1]) and len(segments) == 7
+    whole = soxr.resample(signal, rate, RATE)
+    streamed = np.concatenate(segments)
+    assert abs(len(streamed) - len(whole)) <= 2
+    n = min(len(streamed), len(whole))
+    np.testing.assert_allclose(streamed[1000:n - 1000], whole[1000:n - 1000], atol=1e-4)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingFrameMeans(FrameMeans):
+    def __init__(self, crash_at: int) -> None:
+        super().__init__()
+        self.crash_at = crash_at
+
+    def frames(self, waveforms, lengths):
+        if self.calls == self.crash_at:
+            raise Crash
+        return super().frames(waveforms, lengths)
+
+
+def test_resume_after_a_crash_gives_the_same_shards(tmp_path):
+    signals = {f"t{i:02d}": tone(0.4 + 0.3 * (i % 4), 200 + 20 * i, seed=i) for i in range(11)}
+    signals["t05"] = np.zeros(RATE, np.float32)  # a skipped one
+    tracks = catalogue(tmp_path, signals)
+    config = ExtractionConfig("frame-means", batch_size=2, shard_size=3)
+    clean = tmp_path / "clean"
+    Extractor(config, FrameMeans()).run(tracks, tmp_path, clean)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        Extractor(config, CrashingFrameMeans(crash_at=5)).run(tracks, tmp_path, crashed)
+    assert 0 < len(list(crashed.glob("shard-?????.parquet"))) < 4
+    assert not list(crashed.glob("*.tmp"))
+    report = Extractor(config, FrameMeans()).run(tracks, tmp_path, crashed)
+    assert report.shards_reused >= 1
+    for shard in sorted(clean.glob("shard-*.parquet")):
+        assert pd.read_parquet(shard).equals(pd.read_parquet(crashed / shard.name)), shard.name
+    assert load_skipped(crashed).equals(load_skipped(clean))
+
+
+def test_workers_split_shards_and_together_equal_one_run(tmp_path):
+    signals = {f"t{i}": tone(0.5, 200 + 30 * i, seed=i) for i in range(7)}
+    tracks = catalogue(tmp_path, signals)
+    config = ExtractionConfig("frame-means", shard_size=2)
+    Extractor(config, FrameMeans()).run(tracks, tmp_path, tmp_path / "one")
+    for worker in (0, 1):
+        Extractor(config, FrameMeans()).run(tracks, tmp_path, tmp_path / "two", worker=worker, workers=2)
+    one, two = ItemEmbeddings.load(tmp_path / "one"), ItemEmbeddings.load(tmp_path / "two")
+    assert list(one.ids) == list(two.ids) == list(signals)
+    np.testing.assert_array_equal(one.vectors, two.vectors)
+
+
+def test_an_output_folder_of_another_extraction_is_refused(tmp_path):
+    tracks = catalogue(tmp_path, {"a": tone(0.5)})
+    Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, tmp_path / "out")
+    with pytest.raises(ExtractionError, match="differs in .*pooling"):
+        Extractor(ExtractionConfig("frame-means", pooling="mean+std"), FrameMeans()).run(
+            tracks, tmp_path, tmp_path / "out")
