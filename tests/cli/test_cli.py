@@ -61,3 +61,37 @@ def test_bad_input_is_one_clear_error(data_dir, tmp_path, capsys):
 def test_knn_without_embeddings_is_refused(data_dir, tmp_path):
     main(["split", str(data_dir / "dataset"), "--cutoff", SYNTHETIC_CUTOFF, "--out", str(tmp_path / "split")])
     assert main(["evaluate", str(tmp_path / "split"), "--models", "knn"]) == 1
+
+
+def test_embed_then_benchmark_with_the_embedding_folder(tmp_path, capsys):
+    import numpy as np
+    import soundfile
+
+    from tunespace.data.embeddings import ItemEmbeddings
+
+    dataset, _ = synthetic_dataset(SyntheticConfig(users=60, tracks=80, artists=8, seed=5))
+    folder = tmp_path / "data"
+    (folder / "audio").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for number, track_id in enumerate(dataset.tracks["track_id"]):
+        t = np.arange(8000) / 16000
+        signal = 0.3 * np.sin(2 * np.pi * (150 + 10 * number) * t) + 0.01 * rng.normal(size=len(t))
+        if number == 3:
+            signal[:] = 0.0  # a silent file is skipped, not fatal
+        soundfile.write(folder / "audio" / f"{track_id}.wav", signal.astype(np.float32), 16000)
+        paths.append(f"audio/{track_id}.wav")
+    dataset.tracks = dataset.tracks.assign(audio_path=paths)
+    dataset.save(folder)
+    assert main(["embed", "--backend", "mfcc", "--data", str(folder), "--out", str(tmp_path / "emb"),
+                 "--shard-size", "32"]) == 0
+    said = capsys.readouterr().out
+    assert "79 tracks embedded, 1 skipped, 3 shards written" in said and "silent" in said
+    assert ItemEmbeddings.load(tmp_path / "emb").dim == 104
+    assert main(["embed", "--backend", "mfcc", "--data", str(folder), "--out", str(tmp_path / "emb")]) == 1
+    assert "differs in shard_size" in capsys.readouterr().out
+    code = main(["benchmark", "recsys", "--dataset", "folder", "--data", str(folder), "--cutoff", SYNTHETIC_CUTOFF,
+                 "--test-start", SYNTHETIC_CUTOFF, "--models", "popularity,knn", "--embeddings",
+                 str(tmp_path / "emb"), "--out", str(tmp_path / "bench")])
+    assert code == 0
+    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "knn[mfcc]"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.recommenders import RECOMMENDERS, ContentKNN, EASE, ItemKNN, Popularity
 from tests.recommenders.contract import RecommenderContract, cluster_embeddings, two_clusters
 
@@ -78,13 +79,22 @@ class TestContentKNN(RecommenderContract):
         expected = vectors @ mean / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(mean))
         np.testing.assert_allclose(model.score(np.array([0]))[0], expected, rtol=1e-5)
 
-    def test_needs_embeddings_for_every_item(self):
-        from tunespace.data.embeddings import ItemEmbeddings
-        from tunespace.errors import UnknownIdError
-
-        partial = ItemEmbeddings(ids=["i0"], vectors=np.ones((1, 4)))
-        with pytest.raises(UnknownIdError, match="have no embedding"):
-            ContentKNN(embeddings=partial).fit(two_clusters())
+    def test_items_without_embedding_are_left_out_of_means_and_never_ranked(self, tmp_path):
+        full = cluster_embeddings()
+        keep = full.ids != "i2"
+        partial = ItemEmbeddings(ids=full.ids[keep], vectors=full.vectors[keep])
+        train = two_clusters()
+        model = ContentKNN(embeddings=partial, device="cpu").fit(train)
+        scores = model.score(np.array([0, 5]))
+        assert np.isneginf(scores[:, 2]).all() and np.isfinite(np.delete(scores, 2, axis=1)).all()
+        mean = full.vectors[[1, 3]].mean(axis=0)  # u0 heard i1, i2, i3; i2 has no vector
+        expected = full.vectors[0] @ mean / (np.linalg.norm(full.vectors[0]) * np.linalg.norm(mean))
+        assert scores[0, 0] == pytest.approx(expected, rel=1e-5)
+        ranked = model.recommend(np.array([5]), k=9, exclude_seen=False).items[0]
+        assert 2 not in ranked and ranked[-1] == -1  # never recommended: content cannot place it
+        model.save(tmp_path / "knn")
+        restored = ContentKNN.load(tmp_path / "knn")
+        np.testing.assert_allclose(restored.score(np.array([0, 5])), scores, rtol=1e-6)
 
 
 def test_every_registered_recommender_passes_the_contract():

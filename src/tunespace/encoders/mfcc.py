@@ -18,8 +18,8 @@ class MfccBackend(AudioBackend):
 
     name = "mfcc"
     dim = N_MFCC + len(_ROWS)
-    # One minute per piece keeps a batch of segments small while most tracks fit in one piece.
-    segment_seconds = 60.0
+    # 30 s pieces: a batch of 16 stays near 1 GiB of STFT work, and 30-s previews (Onion, the corpus) fit in one.
+    segment_seconds = 30.0
     min_seconds = 2 * HOP / 16000
 
     def __init__(self, device: str | torch.device = "cpu", sample_rate: int = 16000) -> None:

@@ -8,9 +8,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+import logging
+
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.recommenders.base import Recommender, register
+
+logger = logging.getLogger(__name__)
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:
@@ -20,7 +24,8 @@ def _unit(rows: torch.Tensor) -> torch.Tensor:
 
 @register("knn")
 class ContentKNN(Recommender):
-    """Needs `embeddings` covering every train item. The profile is the set of distinct train items."""
+    """The profile is the set of distinct train items. An item without an embedding (an extraction skipped its
+    file) cannot be placed by content: it is left out of user means and scored -inf, so it is never recommended."""
 
     needs_embeddings = True
 
@@ -29,27 +34,38 @@ class ContentKNN(Recommender):
         self.embeddings = embeddings
         self._items: torch.Tensor | None = None
         self._users: torch.Tensor | None = None
+        self._unplaced: torch.Tensor | None = None  # -inf for items without an embedding, else 0
 
     def _fit(self, train: InteractionMatrix) -> None:
         if self.embeddings is None:
             raise ValueError("knn: give the item embeddings to rank by (embeddings=ItemEmbeddings)")
-        vectors = self.embeddings.aligned(train.items)
-        profiles = train.binary()
+        vectors = self.embeddings.aligned(train.items, missing="zero")
+        placed = np.isin(train.items.ids, self.embeddings.ids)
+        if not placed.all():
+            logger.warning("knn: %d of %d items have no embedding; they are never recommended", (~placed).sum(),
+                           len(placed))
+        profiles = train.binary() @ sp.diags(placed.astype(np.float64))
         sizes = np.asarray(profiles.sum(axis=1)).ravel()
         means = sp.diags(1.0 / np.maximum(sizes, 1)) @ profiles @ vectors
-        self._set(vectors, np.asarray(means, dtype=np.float32))
+        self._set(vectors, np.asarray(means, dtype=np.float32), placed)
 
-    def _set(self, items: np.ndarray, users: np.ndarray) -> None:
+    def _set(self, items: np.ndarray, users: np.ndarray, placed: np.ndarray) -> None:
         self._items = _unit(torch.from_numpy(items)).to(self.device)
         self._users = _unit(torch.from_numpy(users)).to(self.device)
+        penalty = np.where(placed, 0.0, -np.inf).astype(np.float32)
+        self._unplaced = torch.from_numpy(penalty).to(self.device) if not placed.all() else None
 
     def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         assert self._items is not None and self._users is not None
-        return torch.matmul(self._users[users], self._items[start:stop].T, out=out)
+        scores = torch.matmul(self._users[users], self._items[start:stop].T, out=out)
+        if self._unplaced is not None:
+            scores += self._unplaced[start:stop]
+        return scores
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self._items is not None and self._users is not None
-        return {"items": self._items.cpu().numpy(), "users": self._users.cpu().numpy()}
+        placed = np.ones(len(self._items), bool) if self._unplaced is None else self._unplaced.cpu().numpy() == 0
+        return {"items": self._items.cpu().numpy(), "users": self._users.cpu().numpy(), "placed": placed}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self._set(state["items"], state["users"])
+        self._set(state["items"], state["users"], state.get("placed", np.ones(len(state["items"]), bool)))
