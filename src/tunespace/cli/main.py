@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tunespace.cli.htcl import htcl_app
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import ExtractionConfig
@@ -85,12 +86,13 @@ def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, base
         console.print(f"wrote {csv_path}, {md_path} and per-user metrics to {out / 'per_user.parquet'}")
 
 
-def _benchmark(dataset: str, data: Optional[Path], config: SplitConfig, models: str, ks: str, part: str,
-               out: Optional[Path], title: str, embeddings: Sequence[Path] = ()) -> BenchmarkRun:
+def _benchmark(dataset: str, data: Path | None, config: SplitConfig, models: str, ks: str, part: str,
+               out: Path | None, title: str, embeddings: Sequence[Path] = (),
+               text_encoder: str | None = None) -> BenchmarkRun:
     from tunespace.data.sources import load_source
 
     with console.status(f"loading {dataset}"):
-        source = load_source(dataset, data, cutoff=config.cutoff, seed=config.seed)
+        source = load_source(dataset, data, cutoff=config.cutoff, seed=config.seed, text_encoder=text_encoder)
     console.print(f"[bold]{dataset}[/]: {source.note}")
     console.print(source.dataset.summary())
     split = temporal_split(source.dataset.interactions, config)
@@ -145,13 +147,13 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, object]:
 @app.command()
 def embed(
     backend: Annotated[str, typer.Option(help="Backend name (see --list).")] = "mfcc",
-    data: Annotated[Optional[Path], typer.Option(help="Data-model folder with tracks.parquet (audio_path).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder of embedding shards (resumes if present).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data-model folder with tracks.parquet (audio_path).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder of embedding shards (resumes if present).")] = None,
     pooling: Annotated[str, typer.Option(help="mean, or mean+std of the frames.")] = "mean",
-    option: Annotated[Optional[list[str]], typer.Option(help="Backend option key=value (layer, weights...).")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Backend option key=value (layer, weights...).")] = None,
     batch_size: Annotated[int, typer.Option(help="Segments per forward pass.")] = 16,
     shard_size: Annotated[int, typer.Option(help="Tracks per output shard.")] = 256,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     worker: Annotated[int, typer.Option(help="This worker's index in a distributed run.")] = 0,
     workers: Annotated[int, typer.Option(help="Number of workers sharing the shards.")] = 1,
     list_backends: Annotated[bool, typer.Option("--list", help="List the backends and exit.")] = False,
@@ -204,6 +206,7 @@ def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, wor
 
 corpus_app = typer.Typer(help="The built-in corpus of real tunes.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
+app.add_typer(htcl_app, name="htcl")
 
 
 def _build_corpus(size: str, out: Path, workers: int, seed: int, tracks: int | None = None,
@@ -229,8 +232,8 @@ def corpus_build(
     out: Annotated[Path, typer.Option(help="Folder to write the corpus to.")] = Path("corpus"),
     workers: Annotated[int, typer.Option(help="Parallel rendering processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of tune selection, performances and listeners.")] = 0,
-    tracks: Annotated[Optional[int], typer.Option(help="Override the size's number of tracks.")] = None,
-    listeners: Annotated[Optional[int], typer.Option(help="Override the size's number of listeners.")] = None,
+    tracks: Annotated[int | None, typer.Option(help="Override the size's number of tracks.")] = None,
+    listeners: Annotated[int | None, typer.Option(help="Override the size's number of listeners.")] = None,
 ) -> None:
     """Render real tunes from the music21 corpus to audio, describe them, and simulate their listeners."""
     _build_corpus(size, out, workers, seed, tracks, listeners)
@@ -275,13 +278,24 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and r
 
 
 @app.command()
+def report(
+    evaluation: Annotated[Path, typer.Option("--eval", help="A folder written by `tunespace htcl evaluate`.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+) -> None:
+    """One self-contained HTML page with the tables and the semantic/recommendation trade-off plot."""
+    from tunespace.cli.htcl import htcl_report
+
+    console.print(f"wrote {htcl_report(evaluation, out)}")
+
+
+@app.command()
 def split(
     data: Annotated[Path, typer.Argument(help="Data-model folder (interactions.parquet, ...).")],
     cutoff: Annotated[str, typer.Option(help="Train ends before this date (ISO, UTC).")],
     out: Annotated[Path, typer.Option(help="Folder to write the split to.")],
-    train_start: Annotated[Optional[str], typer.Option(help="Train window starts at this date.")] = None,
-    test_start: Annotated[Optional[str], typer.Option(help="Test window start (default: the cutoff).")] = None,
-    test_end: Annotated[Optional[str], typer.Option(help="Test window end (exclusive).")] = None,
+    train_start: Annotated[str | None, typer.Option(help="Train window starts at this date.")] = None,
+    test_start: Annotated[str | None, typer.Option(help="Test window start (default: the cutoff).")] = None,
+    test_end: Annotated[str | None, typer.Option(help="Test window end (exclusive).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the validation/test user partition.")] = 42,
 ) -> None:
@@ -301,11 +315,11 @@ def evaluate(
     split_dir: Annotated[Path, typer.Argument(help="A folder written by `tunespace split`.")],
     models: Annotated[str, typer.Option(help="Comma-separated recommender names (knn needs --embeddings).")] = (
         COLLABORATIVE_MODELS),
-    embeddings: Annotated[Optional[list[Path]], typer.Option(
+    embeddings: Annotated[list[Path] | None, typer.Option(
         help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
     ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
     part: Annotated[str, typer.Option(help="validation or test.")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
 ) -> None:
     """Fit recommenders on a saved split's train part and evaluate them by full ranking."""
     loaded = Split.load(split_dir)
@@ -319,24 +333,27 @@ def evaluate(
 @benchmark_app.command("recsys")
 def benchmark_recsys(
     dataset: Annotated[str, typer.Option(help="synthetic, hetrec, movielens-100k or folder.")] = "hetrec",
-    data: Annotated[Optional[Path], typer.Option(help="The dataset's files (hetrec: the .dat folder).")] = None,
+    data: Annotated[Path | None, typer.Option(help="The dataset's files (hetrec: the .dat folder).")] = None,
     cutoff: Annotated[str, typer.Option(help="Train ends before this date.")] = "2010-01-01",
-    train_start: Annotated[Optional[str], typer.Option(help="Train window start.")] = None,
-    test_start: Annotated[Optional[str], typer.Option(help="Test window start.")] = "2010-07-01",
-    test_end: Annotated[Optional[str], typer.Option(help="Test window end (exclusive).")] = None,
+    train_start: Annotated[str | None, typer.Option(help="Train window start.")] = None,
+    test_start: Annotated[str | None, typer.Option(help="Test window start.")] = "2010-07-01",
+    test_end: Annotated[str | None, typer.Option(help="Test window end (exclusive).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the user partition and of content features.")] = 42,
     models: Annotated[str, typer.Option(help="Comma-separated recommender names.")] = DEFAULT_MODELS,
     ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
     part: Annotated[str, typer.Option(help="validation or test.")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
-    embeddings: Annotated[Optional[list[Path]], typer.Option(
+    out: Annotated[Path | None, typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
+    embeddings: Annotated[list[Path] | None, typer.Option(
         help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
+    text_encoder: Annotated[str | None, typer.Option(
+        help="hetrec: also embed the tag text with this sentence encoder (minilm or a local folder).")] = None,
 ) -> None:
     """Temporal protocol of Tamm and Aljanaki on a dataset: HR/Recall/NDCG@50 with confidence intervals."""
     config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
                          validation_ratio=validation_ratio, seed=seed)
-    _benchmark(dataset, data, config, models, ks, part, out, f"benchmark recsys: {dataset}", embeddings or [])
+    _benchmark(dataset, data, config, models, ks, part, out, f"benchmark recsys: {dataset}", embeddings or [],
+               text_encoder)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 The result is a data-model folder (`tracks`, `interactions`, `playlists` Parquet tables; paths inside the tracks
 table are relative to the folder) plus `captions.parquet` (several descriptions per track and language),
+`users.parquet` (simulated listeners), `playlist_sessions.parquet` (who made each playlist and when),
 `skipped.parquet` (tunes that could not be used, with the reason) and `build.json` (sizes and timings).
 """
 
@@ -142,6 +143,8 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(),
     dataset.save(out)
     write_parquet(captions, out / "captions.parquet")
     write_parquet(listening.users, out / "users.parquet")
+    # who made each playlist and when: lets a temporal protocol keep only playlists made before its cutoff
+    write_parquet(listening.playlist_sessions, out / "playlist_sessions.parquet")
     skipped = pd.concat([unusable.assign(stage="parse"), failed.assign(stage="render")], ignore_index=True)
     write_parquet(skipped.astype("string"), out / "skipped.parquet")
     timings["listeners_s"] = time.perf_counter() - started

@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from tunespace.data.catalog import IdMap
+from tunespace.errors import ModelConfigError
 
 
 @dataclass
@@ -50,6 +51,19 @@ class InteractionMatrix:
         out = self.matrix.copy()
         out.data = np.ones_like(out.data)
         return out
+
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's distinct items in order of first interaction, for sequential models.
+
+        Returns (indptr, items): user u's sequence is items[indptr[u]:indptr[u + 1]]. Items first met at the same
+        timestamp are ordered by item index, as in `events`.
+        """
+        if self.events is None:
+            raise ModelConfigError("this interaction matrix has no events (a loaded model's): sequences need times")
+        first = self.events.drop_duplicates(["user_idx", "item_idx"], keep="first")
+        users = first["user_idx"].to_numpy(np.int64)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=self.n_users))]).astype(np.int64)
+        return indptr, first["item_idx"].to_numpy(np.int64)
 
 
 def pairs_to_csr(user_idx: np.ndarray, item_idx: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:

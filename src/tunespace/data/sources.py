@@ -24,8 +24,12 @@ class Source:
 
 
 def load_source(name: str, path: str | Path | None = None, cutoff: str | None = None, seed: int = 0,
-                embedding_dim: int = 128) -> Source:
-    """Load dataset `name` (see DATASETS); `path` points at its files where it has any."""
+                embedding_dim: int = 128, text_encoder: str | None = None) -> Source:
+    """Load dataset `name` (see DATASETS); `path` points at its files where it has any.
+
+    hetrec: item text is the tags given before the cutoff, embedded by TF-IDF + LSA ("tags") and, with
+    `text_encoder` ("minilm" or a local transformers folder), by that sentence encoder as well.
+    """
     if name == "synthetic":
         from tunespace.data.synthetic import synthetic_dataset
 
@@ -42,9 +46,17 @@ def load_source(name: str, path: str | Path | None = None, cutoff: str | None = 
         if cutoff is not None:
             texts = tag_text(data.tag_events, before=cutoff)
             embeddings["tags"] = tfidf_lsa_embeddings(texts, dim=embedding_dim, seed=seed)
+            if text_encoder is not None:
+                from tunespace.encoders.text import sentence_embeddings
+
+                words = tag_text(data.tag_events, before=cutoff, tags="words")
+                label = "minilm" if text_encoder == "minilm" else Path(text_encoder).name
+                embeddings[label] = ItemEmbeddings(ids=words.index.to_numpy(),
+                                                   vectors=sentence_embeddings(words.tolist(), text_encoder))
+        encoded = f" and {text_encoder} sentence vectors" if text_encoder else ""
         return Source(data.dataset, embeddings,
                       note=f"Last.fm hetrec2011-lastfm-2k; {len(data.skipped)} rows skipped (see loader); "
-                           "tag-text embeddings: TF-IDF + LSA of tags given before the cutoff")
+                           f"tag-text embeddings: TF-IDF + LSA{encoded} of tags given before the cutoff")
     if name == "movielens-100k":
         from tunespace.data.loaders.movielens import load_movielens_100k
 

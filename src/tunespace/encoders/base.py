@@ -89,4 +89,10 @@ def get_backend(name: str, **options: Any) -> AudioBackend:
 
 def _import_builtin_backends() -> None:
     """Importing the modules registers their backends; heavy imports inside them stay lazy."""
+    import tunespace.encoders.encodecmae  # noqa: F401
+    import tunespace.encoders.hf  # noqa: F401
+    import tunespace.encoders.htcl_backend  # noqa: F401
+    import tunespace.encoders.jukebox  # noqa: F401
     import tunespace.encoders.mfcc  # noqa: F401
+    import tunespace.encoders.musicfm  # noqa: F401
+    import tunespace.encoders.musicnn  # noqa: F401

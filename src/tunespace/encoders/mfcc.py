@@ -33,7 +33,8 @@ class MfccBackend(AudioBackend):
         # The dB floor is relative to each signal's own peak; padding is silence, so it never sets the peak.
         wide = coefficients.double()
         products = wide[:, :, _ROWS] * wide[:, :, _COLS]
-        valid = torch.arange(coefficients.shape[1], device=self.device)[None, :] < (1 + lengths.to(self.device) // HOP)[:, None]
+        frames = 1 + lengths.to(self.device) // HOP
+        valid = torch.arange(coefficients.shape[1], device=self.device)[None, :] < frames[:, None]
         return torch.cat([wide, products], dim=-1), valid
 
     def finalize(self, mean: np.ndarray, count: np.ndarray) -> np.ndarray:

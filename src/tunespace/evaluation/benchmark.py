@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split
 from tunespace.errors import TunespaceError
 from tunespace.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate
-from tunespace.recommenders import get_recommender
+from tunespace.recommenders import RECOMMENDERS, get_recommender
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,19 @@ class ModelSpec:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     embeddings: ItemEmbeddings | None = None
+    backend: str | None = None  # the embedding set's label, for content models
+
+    @property
+    def family(self) -> str:
+        """The model a row belongs to: `shallow` for shallow[mfcc] and for shallow-random alike."""
+        return base_of_random_init(self.name) or self.name
+
+    @property
+    def variant(self) -> str:
+        """What distinguishes the row within its family: the backend, "random init", or "reference"."""
+        if self.backend is not None:
+            return self.backend
+        return "random init" if base_of_random_init(self.name) else "reference"
 
 
 def model_specs(names: Iterable[str], embeddings: Mapping[str, ItemEmbeddings] | None = None,
@@ -37,10 +51,71 @@ def model_specs(names: Iterable[str], embeddings: Mapping[str, ItemEmbeddings] |
         if cls.needs_embeddings:
             if not embeddings:
                 raise TunespaceError(f"{name} ranks by content and needs item embeddings; none were given")
-            specs += [ModelSpec(f"{name}[{label}]", name, options, vectors) for label, vectors in embeddings.items()]
+            specs += [ModelSpec(f"{name}[{label}]", name, options, vectors, label)
+                      for label, vectors in embeddings.items()]
         else:
             specs.append(ModelSpec(name, name, options))
     return specs
+
+
+REFERENCES = ("popularity", "ease")
+"""The collaborative reference rows every study table carries."""
+RANDOM_INIT_SUFFIX = "-random"
+
+
+def random_init_of(name: str) -> str | None:
+    """The registered random-init reference of a content model (`shallow` -> `shallow-random`), if it has one."""
+    candidate = name + RANDOM_INIT_SUFFIX
+    return candidate if candidate in RECOMMENDERS else None
+
+
+def base_of_random_init(name: str) -> str | None:
+    """Inverse of `random_init_of`: `shallow-random` -> `shallow`; None for any other model."""
+    if not name.endswith(RANDOM_INIT_SUFFIX):
+        return None
+    base = name[: -len(RANDOM_INIT_SUFFIX)]
+    return base if random_init_of(base) == name else None
+
+
+def is_seeded(name: str) -> bool:
+    """Whether the model takes a `seed` (initialisation, negative sampling, masking); the others are
+    deterministic given the train data."""
+    return any("seed" in inspect.signature(cls.__init__).parameters
+               for cls in get_recommender(name).__mro__ if "__init__" in vars(cls))
+
+
+def study_specs(names: Iterable[str], embeddings: Mapping[str, ItemEmbeddings] | None = None,
+                params: Mapping[str, dict[str, Any]] | None = None) -> list[ModelSpec]:
+    """The rows of the study's Table 3: the references (popularity, EASE), then for each named model its
+    random-init row when it has one (`shallow-random`) followed by one row per embedding set (`shallow[mfcc]`);
+    a model without embeddings is one row. A random-init row takes its content model's parameters (so both
+    train alike), overridden by parameters given under its own name."""
+    params = params or {}
+    ordered: list[str] = []
+    for name in [*REFERENCES, *names]:
+        get_recommender(name)  # unknown names fail before anything runs
+        reference = random_init_of(name) if get_recommender(name).needs_embeddings else None
+        for entry in ([reference] if reference else []) + [name]:
+            if entry not in ordered:
+                ordered.append(entry)
+    merged = {name: {**params.get(base_of_random_init(name) or "", {}), **params.get(name, {})}
+              for name in ordered}
+    return model_specs(ordered, embeddings, merged)
+
+
+def study_baselines(specs: Sequence[ModelSpec]) -> dict[str, str]:
+    """Row label -> the row it is tested against: a content row against the random-init row of the same model,
+    or, for a model without one (knn), against popularity. Rows without a baseline are left out."""
+    labels = {spec.label for spec in specs}
+    out = {}
+    for spec in specs:
+        if spec.backend is None:
+            continue
+        reference = random_init_of(spec.name)
+        baseline = reference if reference in labels else "popularity"
+        if baseline in labels:
+            out[spec.label] = baseline
+    return out
 
 
 @dataclass
@@ -48,6 +123,8 @@ class BenchmarkRun:
     results: dict[str, EvaluationResult]
     fit_seconds: dict[str, float]
     evaluate_seconds: dict[str, float]
+    cold_results: dict[str, EvaluationResult] = field(default_factory=dict)  # on the cold-item pairs, when asked
+    cold_handling: dict[str, str] = field(default_factory=dict)  # how each model scored the cold items
 
 
 def run_benchmark(
@@ -56,25 +133,95 @@ def run_benchmark(
     ks: Iterable[int] = DEFAULT_KS,
     part: str = "test",
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    cold_part: str | None = None,
+    label_suffix: str = "",
 ) -> BenchmarkRun:
     """Fit each model on the train part and evaluate it on `part` (validation or test) by full ranking.
 
+    With `cold_part` ("cold_test" or "cold_validation") the same fitted model is also evaluated on those pairs by
+    ranking the whole catalogue, train and cold items together (`Recommender.extended`); models that cannot place
+    an item unseen in training score it -inf (see each model's `cold_items`). Skipped when the part is empty.
+
+    Models that stop early (`uses_validation`) get the split's validation pairs, never the test pairs; when
+    `part` is "validation" their figures are therefore optimistic (they were selected on those very pairs).
     progress(label, n_users) returns a callback that receives the number of users finished.
     """
     train = split.train_matrix()
     truth = split.part(part)
+    cold_truth = split.part(cold_part) if cold_part is not None else None
+    if cold_truth is not None and cold_truth.empty:
+        logger.warning("no %s pairs: no cold-start evaluation", cold_part)
+        cold_truth = None
+    specs = list(specs)
+    if part == "validation" and any(get_recommender(spec.name).uses_validation for spec in specs):
+        logger.warning("evaluating on the validation pairs that early-stopping models were selected on: "
+                       "their figures are optimistic")
     run = BenchmarkRun({}, {}, {})
     for spec in specs:
         options = dict(spec.params)
         if spec.embeddings is not None:
             options["embeddings"] = spec.embeddings
+        model = get_recommender(spec.name)(**options)
         started = time.perf_counter()
-        model = get_recommender(spec.name)(**options).fit(train)
+        model.fit(train, validation=split.validation if model.uses_validation else None)
         run.fit_seconds[spec.label] = time.perf_counter() - started
         started = time.perf_counter()
-        callback = progress(spec.label, truth["user_id"].nunique()) if progress else None
+        callback = progress(spec.label + label_suffix, truth["user_id"].nunique()) if progress else None
         run.results[spec.label] = evaluate(model, truth, ks=ks, name=spec.label, progress=callback)
         run.evaluate_seconds[spec.label] = time.perf_counter() - started
+        if cold_truth is not None:
+            extended = model.extended(split.items)
+            callback = progress(f"{spec.label}{label_suffix} on cold items", cold_truth["user_id"].nunique()) \
+                if progress else None
+            run.cold_results[spec.label] = evaluate(extended, cold_truth, ks=ks, name=spec.label, progress=callback)
+            run.cold_handling[spec.label] = model.cold_items
         logger.info("%s: fit %.1fs, evaluate %.1fs", spec.label, run.fit_seconds[spec.label],
                     run.evaluate_seconds[spec.label])
     return run
+
+
+@dataclass
+class SeededRuns:
+    """One `BenchmarkRun` per seed, each holding every row (deterministic rows are fitted once and shared)."""
+
+    seeds: list[int]
+    runs: list[BenchmarkRun]
+    seeded: dict[str, bool]  # row label -> whether its model takes a seed
+
+
+def with_seed(spec: ModelSpec, seed: int) -> ModelSpec:
+    return replace(spec, params={**spec.params, "seed": seed})
+
+
+def run_seeds(
+    split: Split,
+    specs: Iterable[ModelSpec],
+    seeds: Sequence[int],
+    ks: Iterable[int] = DEFAULT_KS,
+    part: str = "test",
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    cold_part: str | None = None,
+) -> SeededRuns:
+    """`run_benchmark` once per seed, each model that takes a seed getting `seed=s` (its initialisation, negative
+    sampling and masking); the split, hence the validation/test partition, is the same for every seed, so the
+    spread over seeds measures training variance only. Deterministic models (popularity, EASE, knn...) would
+    give the same figures under every seed: they are fitted once and their results repeated."""
+    specs, ks = list(specs), tuple(ks)
+    if not seeds:
+        raise TunespaceError("give at least one seed")
+    seeded = {spec.label: is_seeded(spec.name) for spec in specs}
+    runs: list[BenchmarkRun] = []
+    for number, seed in enumerate(seeds):
+        chosen = [with_seed(spec, seed) if seeded[spec.label] else spec for spec in specs
+                  if number == 0 or seeded[spec.label]]
+        suffix = f" (seed {seed})" if len(seeds) > 1 else ""
+        fresh = run_benchmark(split, chosen, ks=ks, part=part, progress=progress, cold_part=cold_part,
+                              label_suffix=suffix)
+        run = BenchmarkRun({}, {}, {})
+        for spec in specs:  # rows in the order of `specs`
+            origin = fresh if number == 0 or seeded[spec.label] else runs[0]
+            for name in ("results", "fit_seconds", "evaluate_seconds", "cold_results", "cold_handling"):
+                if spec.label in getattr(origin, name):
+                    getattr(run, name)[spec.label] = getattr(origin, name)[spec.label]
+        runs.append(run)
+    return SeededRuns(list(seeds), runs, seeded)

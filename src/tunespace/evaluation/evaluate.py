@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,8 +11,9 @@ import pandas as pd
 from tunespace.data.interactions import pairs_to_csr
 from tunespace.errors import UnknownIdError
 from tunespace.evaluation.metrics import PER_USER_METRICS, coverage, ranking_metrics
+from tunespace.evaluation.significance import compare_pairs as compare_pair_values
 from tunespace.evaluation.significance import compare_to_baseline, confidence_interval
-from tunespace.recommenders.base import Recommender
+from tunespace.recommenders.base import ExtendedCatalogue, Recommender
 
 DEFAULT_KS = (10, 50)
 
@@ -43,7 +44,7 @@ class EvaluationResult:
 
 
 def evaluate(
-    model: Recommender,
+    model: Recommender | ExtendedCatalogue,
     truth: pd.DataFrame,
     ks: Iterable[int] = DEFAULT_KS,
     exclude_seen: bool = True,
@@ -53,7 +54,9 @@ def evaluate(
 ) -> EvaluationResult:
     """Rank the whole catalogue for every user in `truth` (columns user_id, track_id) and score the lists.
 
-    Every truth user and item must be known to the model (warm evaluation). Relevant items lose score ties.
+    Every truth user and item must be known to the model: for cold-start evaluation pass
+    `model.extended(split.items)`, which ranks the train and the cold items together. Relevant items lose score
+    ties.
     """
     ks = tuple(sorted(set(int(k) for k in ks)))
     users_map, items_map = model.users, model.items
@@ -89,6 +92,25 @@ def hit_matrix(lists: np.ndarray, users: np.ndarray, relevant) -> np.ndarray:  #
     rows = np.repeat(np.arange(relevant.shape[0]), np.diff(relevant.indptr))
     truth_codes = rows.astype(np.int64) * n_items + relevant.indices
     return np.isin(codes, truth_codes) & (lists >= 0)
+
+
+def _paired_values(results: Mapping[str, EvaluationResult], model: str, baseline: str,
+                   metric: str) -> tuple[np.ndarray, np.ndarray]:
+    base = results[baseline].per_user.set_index("user_id")[metric]
+    frame = results[model].per_user.set_index("user_id")[metric]
+    if len(frame) != len(base) or not frame.index.isin(base.index).all():
+        raise ValueError(f"{model} was evaluated on other users than {baseline}")
+    return frame.loc[base.index].to_numpy(), base.to_numpy()
+
+
+def compare_pairs(results: Mapping[str, EvaluationResult], pairs: Sequence[tuple[str, str]],
+                  metric: str) -> pd.DataFrame:
+    """Paired t and Wilcoxon tests of each (model, baseline) pair on `metric`, users matched by id; each test's
+    p-values are Holm-corrected over all the pairs together (one family per test)."""
+    values = [(model, baseline, *_paired_values(results, model, baseline, metric)) for model, baseline in pairs]
+    return pd.DataFrame([vars(c) for c in compare_pair_values(values, metric)],
+                        columns=["model", "baseline", "metric", "mean_difference", "t_p", "wilcoxon_p", "t_p_holm",
+                                 "wilcoxon_p_holm"])
 
 
 def compare(results: Mapping[str, EvaluationResult], baseline: str, metric: str) -> pd.DataFrame:

@@ -138,14 +138,19 @@ def compare_to_baseline(
         raise SignificanceError(
             f"baseline {baseline!r} not among the models: {', '.join(map(repr, per_user))}"
         )
-    models = [name for name in per_user if name != baseline]
     base = per_user[baseline]
-    t_tests = [paired_test(per_user[name], base, "t") for name in models]
-    w_tests = [paired_test(per_user[name], base, "wilcoxon") for name in models]
+    return compare_pairs([(name, baseline, values, base) for name, values in per_user.items() if name != baseline],
+                         metric)
+
+
+def compare_pairs(pairs: Sequence[tuple[str, str, np.ndarray, np.ndarray]], metric: str = "") -> list[Comparison]:
+    """Test each (model, baseline, model values, baseline values) with both paired tests; each method's p-values
+    form one Holm family over all the pairs, whatever their baselines."""
+    t_tests = [paired_test(a, b, "t") for _, _, a, b in pairs]
+    w_tests = [paired_test(a, b, "wilcoxon") for _, _, a, b in pairs]
     t_holm = holm([r.p_value for r in t_tests])
     w_holm = holm([r.p_value for r in w_tests])
     return [
-        Comparison(name, baseline, metric, t.mean_difference, t.p_value, w.p_value,
-                   float(th), float(wh))
-        for name, t, w, th, wh in zip(models, t_tests, w_tests, t_holm, w_holm)
+        Comparison(model, baseline, metric, t.mean_difference, t.p_value, w.p_value, float(th), float(wh))
+        for (model, baseline, _, _), t, w, th, wh in zip(pairs, t_tests, w_tests, t_holm, w_holm)
     ]

@@ -1,10 +1,12 @@
 """Recommenders behind one interface; importing this package registers every built-in model by name."""
 
 from tunespace.recommenders.base import RECOMMENDERS, Recommender, get_recommender, register
+from tunespace.recommenders.bert4rec import Bert4Rec, RandomBert4Rec
 from tunespace.recommenders.ease import EASE
 from tunespace.recommenders.itemknn import ItemKNN
 from tunespace.recommenders.knn import ContentKNN
 from tunespace.recommenders.popularity import Popularity
+from tunespace.recommenders.shallow import RandomShallowNet, ShallowNet
 
-__all__ = ["RECOMMENDERS", "Recommender", "get_recommender", "register", "EASE", "ItemKNN", "ContentKNN",
-           "Popularity"]
+__all__ = ["RECOMMENDERS", "Recommender", "get_recommender", "register", "Bert4Rec", "ContentKNN", "EASE",
+           "ItemKNN", "Popularity", "RandomBert4Rec", "RandomShallowNet", "ShallowNet"]

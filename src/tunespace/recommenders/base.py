@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
 from tunespace.data.catalog import IdMap
+from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
-from tunespace.errors import NotFittedError, TunespaceError, UnknownIdError
-from tunespace.evaluation.ranking import TopK, top_k
+from tunespace.errors import ModelConfigError, NotFittedError, TunespaceError, UnknownIdError
+from tunespace.evaluation.ranking import Scorer, TopK, top_k
 from tunespace.io import atomic_path, write_text
 
 RECOMMENDERS: dict[str, type[Recommender]] = {}
@@ -49,10 +51,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class Recommender(ABC):
-    """Subclasses implement `_fit`, `_score`, `_state` and `_load_state`; hyperparameters live in `params`."""
+    """Subclasses implement `_fit`, `_score`, `_state` and `_load_state`; hyperparameters live in `params`.
+
+    A model that stops training early sets `uses_validation` and implements `_fit(train, validation)`; every
+    other model implements `_fit(train)` and never sees validation pairs.
+    """
 
     name: ClassVar[str] = "recommender"
     needs_embeddings: ClassVar[bool] = False
+    uses_validation: ClassVar[bool] = False
+    cold_items: ClassVar[str] = "never recommended (score -inf): nothing is learned about an item without train " \
+        "interactions"
+    """How the model scores items unseen in training (`extended`), for the notes of cold-start tables."""
 
     def __init__(self, device: str = "auto", user_chunk: int = 1024, item_chunk: int = 65536, **params: Any):
         self.params = params
@@ -65,7 +75,7 @@ class Recommender(ABC):
     # -- what a model implements -------------------------------------------------------------------------------
     @abstractmethod
     def _fit(self, train: InteractionMatrix) -> None:
-        """Learn from the train interactions."""
+        """Learn from the train interactions (models with `uses_validation` also take the validation pairs)."""
 
     @abstractmethod
     def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,6 +87,11 @@ class Recommender(ABC):
     @abstractmethod
     def _state(self) -> dict[str, np.ndarray]:
         """Arrays that, with `params`, rebuild the fitted model."""
+
+    def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
+        """A scorer of items unseen in training (item index j is `ids[j]`), or None when the model cannot place
+        them, so that they score -inf. Content models override this; `embeddings` defaults to their own."""
+        return None
 
     @abstractmethod
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -96,10 +111,16 @@ class Recommender(ABC):
             raise NotFittedError(f"{self.name}: call fit() or load() before scoring")
         return self.train_
 
-    def fit(self, train: InteractionMatrix) -> Recommender:
+    def fit(self, train: InteractionMatrix, validation: pd.DataFrame | None = None) -> Recommender:
+        """Learn from `train`. `validation` holds held-out (user_id, track_id) pairs of validation users, which
+        models with `uses_validation` rank after each epoch to stop early; the others ignore it. Never pass test
+        pairs here: the model would be selected on them."""
         self.train_ = train
         self._seen = train.binary()
-        self._fit(train)
+        if self.uses_validation:
+            self._fit(train, validation)  # type: ignore[call-arg]
+        else:
+            self._fit(train)
         return self
 
     def score(self, users: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -130,6 +151,18 @@ class Recommender(ABC):
             return top_k(self._score, users, train.n_items, k, exclude=self._seen if exclude_seen else None,
                          demote=demote, user_chunk=self.user_chunk, item_chunk=self.item_chunk,
                          device=self.device)
+
+    def extended(self, items: IdMap, embeddings: ItemEmbeddings | None = None) -> ExtendedCatalogue:
+        """This fitted model ranking over `items`: its train catalogue first, in the same order (a split's `items`
+        is laid out so), then new items, which it scores as `cold_items` says. `embeddings` holds the new items'
+        vectors for a content model that was loaded rather than fitted (a fitted one uses its own)."""
+        train = self._fitted()
+        n_known = train.n_items
+        if len(items) < n_known or not np.array_equal(items.ids[:n_known], train.items.ids):
+            raise UnknownIdError(f"{self.name}: the extended catalogue must start with the model's {n_known} train "
+                                 "items in the same order")
+        new_ids = items.ids[n_known:]
+        return ExtendedCatalogue(self, items, self._new_item_scorer(new_ids, embeddings) if len(new_ids) else None)
 
     def recommend_ids(self, user_ids: list[str], k: int, exclude_seen: bool = True) -> list[list[str]]:
         """Convenience for people: ids in, ids out (padding dropped)."""
@@ -172,6 +205,80 @@ class Recommender(ABC):
         model._seen = seen
         model._load_state({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})
         return model
+
+
+def new_item_vectors(model: str, ids: np.ndarray,
+                     embeddings: ItemEmbeddings | None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of items unseen in training, in the order of `ids` (zeros where missing), and which have one."""
+    if embeddings is None:
+        raise ModelConfigError(f"{model}: give the embeddings of the new items to place them by content")
+    return embeddings.aligned(IdMap(ids, name="track_id"), missing="zero"), np.isin(ids, embeddings.ids)
+
+
+def dot_scorer(users: torch.Tensor, items: torch.Tensor, offset: torch.Tensor | None = None) -> Scorer:
+    """Scores user vectors x item vectors (+ a per-item offset; -inf never recommends), as a `Scorer`."""
+
+    def score(chosen: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        scores = torch.matmul(users[chosen], items[start:stop].T, out=out)
+        if offset is not None:
+            scores += offset[start:stop]
+        return scores
+
+    return score
+
+
+class ExtendedCatalogue:
+    """A fitted recommender ranking over its train catalogue followed by new (cold) items: what `evaluate` needs
+    for cold-start evaluation (users, items, name and `recommend`). Item j < n_known is scored by the model as
+    usual; the others by the model's new-item scorer, or -inf when it has none (`placed` is then False)."""
+
+    def __init__(self, model: Recommender, items: IdMap, new_items: Scorer | None):
+        self.model = model
+        self.items = items
+        self.n_known = model._fitted().n_items
+        self._new_items = new_items
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def users(self) -> IdMap:
+        return self.model.users
+
+    @property
+    def placed(self) -> bool:
+        """Whether the new items get real scores (False: they are never recommended)."""
+        return self._new_items is not None or len(self.items) == self.n_known
+
+    def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        n_known = self.n_known
+        if stop <= n_known:
+            return self.model._score(users, start, stop, out)
+        if start >= n_known:
+            if self._new_items is None:
+                return torch.full((len(users), stop - start), float("-inf"), device=self.model.device)
+            return self._new_items(users, start - n_known, stop - n_known, out)
+        known = self.model._score(users, start, n_known)
+        new = self._score(users, n_known, stop)
+        return torch.cat([known, new], dim=1)
+
+    def score(self, users: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Raw scores of a block over the extended catalogue, for inspection and tests."""
+        users = self.model._check_users(users)
+        stop = len(self.items) if stop is None else stop
+        with torch.no_grad():
+            return self._score(torch.from_numpy(users).to(self.model.device), start, stop).float().cpu().numpy()
+
+    def recommend(self, users: np.ndarray, k: int, exclude_seen: bool = True,
+                  demote: sp.csr_matrix | None = None) -> TopK:
+        """Top-`k` over the extended catalogue (see `Recommender.recommend`); train items are excluded as there."""
+        model = self.model
+        users = model._check_users(users)
+        with torch.no_grad():
+            return top_k(self._score, users, len(self.items), k, exclude=model._seen if exclude_seen else None,
+                         demote=demote, user_chunk=model.user_chunk, item_chunk=model.item_chunk,
+                         device=model.device)
 
 
 def get_recommender(name: str) -> type[Recommender]:

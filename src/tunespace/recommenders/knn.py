@@ -12,7 +12,8 @@ import logging
 
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
-from tunespace.recommenders.base import Recommender, register
+from tunespace.evaluation.ranking import Scorer
+from tunespace.recommenders.base import Recommender, dot_scorer, new_item_vectors, register
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class ContentKNN(Recommender):
     file) cannot be placed by content: it is left out of user means and scored -inf, so it is never recommended."""
 
     needs_embeddings = True
+    cold_items = "ranked like a train item: cosine of its embedding to the user's mean"
 
     def __init__(self, embeddings: ItemEmbeddings | None = None, **options):
         super().__init__(**options)
@@ -61,6 +63,13 @@ class ContentKNN(Recommender):
         if self._unplaced is not None:
             scores += self._unplaced[start:stop]
         return scores
+
+    def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
+        assert self._users is not None
+        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
+        penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
+        return dot_scorer(self._users, _unit(torch.from_numpy(vectors)).to(self.device),
+                          None if placed.all() else penalty)
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self._items is not None and self._users is not None

@@ -1,0 +1,218 @@
+"""`tunespace htcl pretrain|finetune|evaluate`: the two HTCL stages and their evaluation in both spaces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware fine-tuning.", no_args_is_help=True)
+
+PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighbours": 2},
+                      "playlist": {"weight": 1.0}}
+
+
+def _console():
+    from tunespace.cli.main import console
+
+    return console
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, object]:
+    from tunespace.cli.main import _parse_options
+
+    return _parse_options(pairs or [])
+
+
+def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, device: str) -> None:
+    import torch
+
+    from tunespace.contrastive.htcl import Corpus, make_stage, save_config
+    from tunespace.contrastive.train import init_distributed, train_loop
+
+    context = init_distributed(device)
+    console = _console()
+    if resume and (out / "config.yaml").exists():
+        config = _resumable(config, out / "config.yaml")
+    corpus = Corpus.load(data, config.cutoff)
+    out.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        save_config(config, out / "config.yaml")
+    model, batches = make_stage(corpus, config, context, cache=data / ".cache", init_from=init_from)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not context.is_main) as progress:
+        task = progress.add_task(f"training {out.name}", total=config.train.steps, info="")
+
+        def advance(step: int, values: dict[str, float]) -> None:
+            progress.update(task, completed=step, info=f"loss {values.get('loss', float('nan')):.3f}")
+
+        report = train_loop(model, batches, config.train, out, context, resume=resume, progress=advance)
+    if context.is_main:
+        summary = {"steps_run": report.steps_run, "resumed_from": report.resumed_from,
+                   "skipped_steps": report.skipped_steps, "seconds": report.seconds,
+                   "clips_per_second": report.examples_per_second * (2 if config.stage.preference_sources else 1),
+                   "world_size": context.world_size, "threads": torch.get_num_threads(),
+                   "last": report.history[-1] if report.history else {}}
+        (out / "train_report.json").write_text(json.dumps(summary, indent=2))
+        console.print(f"{out}: {report.steps_run} steps in {report.seconds:.0f} s "
+                      f"({summary['clips_per_second']:.1f} clips/s, {context.world_size} process(es)); "
+                      f"last: {json.dumps({k: round(v, 4) for k, v in summary['last'].items()})}", soft_wrap=True)
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and not key.endswith("_sources"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _resumable(config, saved_path: Path):
+    """The saved run's config, with only train.steps allowed to change (to extend a run); anything else differing
+    would silently train a different model under the old checkpoint, so it is refused."""
+    from dataclasses import replace
+
+    from tunespace.contrastive.htcl import ConfigError, load_config
+
+    saved = load_config(saved_path)
+    extended = replace(saved, train=replace(saved.train, steps=config.train.steps))
+    if extended != config:
+        mine, theirs = _flat(config.to_dict()), _flat(extended.to_dict())
+        changed = [key for key in mine if mine[key] != theirs.get(key)]
+        raise ConfigError(f"{saved_path}: --resume with different settings ({', '.join(changed)}); pass the same "
+                          "options as the run being resumed (only --steps may grow)")
+    return extended
+
+
+@htcl_app.command()
+def pretrain(
+    data: Annotated[Path, typer.Option(help="Corpus folder (tracks with audio, captions.parquet).")],
+    out: Annotated[Path, typer.Option(help="Run folder: config.yaml, last.pt, train_report.json.")],
+    config: Annotated[str, typer.Option(help="tiny, small, base or a YAML file.")] = "tiny",
+    steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.001.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Stage 1: align audio with its descriptions (and the weak metadata text)."""
+    from tunespace.contrastive.htcl import load_config
+
+    overrides = _overrides(set_)
+    if steps is not None:
+        overrides["train.steps"] = steps
+    _train(load_config(config, overrides), data, out, resume, None, device)
+
+
+@htcl_app.command()
+def finetune(
+    data: Annotated[Path, typer.Option(help="Corpus folder with interactions (train part used only).")],
+    init: Annotated[Path, typer.Option(help="The stage-1 run folder to start from.")],
+    out: Annotated[Path, typer.Option(help="Run folder of this stage.")],
+    semantic_weight: Annotated[float, typer.Option("--lambda", help="Weight of the kept audio-text loss.")] = 0.5,
+    anchor_weight: Annotated[float, typer.Option("--mu", help="Weight of the distillation to stage 1.")] = 0.0,
+    steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.0003.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Stage 2: contrast tracks that listeners play together, keeping the semantic space (lambda, mu)."""
+    from tunespace.contrastive.htcl import load_config
+
+    overrides: dict[str, object] = {"stage.preference_sources": PREFERENCE_SOURCES,
+                                    "stage.semantic_weight": semantic_weight, "stage.anchor_weight": anchor_weight}
+    overrides.update(_overrides(set_))
+    if steps is not None:
+        overrides["train.steps"] = steps
+    config = load_config(init / "config.yaml", overrides)
+    _train(config, data, out, resume, init / "last.pt", device)
+
+
+@htcl_app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Corpus folder.")],
+    run: Annotated[list[Path], typer.Option(help="Run folder(s) to evaluate; repeatable.")],
+    out: Annotated[Path, typer.Option(help="Folder for semantic.csv, preference.csv and embeddings.")],
+    embeddings: Annotated[list[Path] | None, typer.Option(
+        help="Other embeddings (e.g. mfcc, musicnn from `tunespace embed`) to rank beside the runs.")] = None,
+    models: Annotated[str, typer.Option(help="Content recommenders to run on every embedding set.")] = "knn",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Semantic retrieval, zero-shot tagging and probe on held-out tracks; recommendation on the temporal protocol."""
+    import torch
+
+    from tunespace.cli.main import _embedding_sets, _show
+    from tunespace.contrastive.evaluate import preference_evaluation, semantic_evaluation, track_embeddings
+    from tunespace.contrastive.htcl import AudioBank, Corpus, build_model, load_config
+    from tunespace.io import write_parquet
+
+    console = _console()
+    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    out.mkdir(parents=True, exist_ok=True)
+    rows, sets = [], _embedding_sets(embeddings or [])
+    for folder in run:
+        config = load_config(folder / "config.yaml")
+        corpus = Corpus.load(data, config.cutoff)
+        model = build_model(config, target, folder / "last.pt")
+        bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, data / ".cache")
+        with console.status(f"embedding {len(corpus.tracks)} tracks with {folder.name}"):
+            vectors = track_embeddings(model, bank)
+        vectors.save(out / f"{folder.name}.parquet")
+        sets[folder.name] = vectors
+        with console.status(f"semantic evaluation of {folder.name}"):
+            semantic = semantic_evaluation(model, bank, corpus, vectors.vectors)
+        rows.append({"run": folder.name, "lambda": config.stage.semantic_weight if config.stage.preference_sources
+                     else None, "mu": config.stage.anchor_weight, **semantic.flat()})
+    semantic_frame = pd.DataFrame(rows)
+    write_parquet(semantic_frame, out / "semantic.parquet")
+    semantic_frame.to_csv(out / "semantic.csv", index=False)
+    shown = semantic_frame[["run", "t2a_R@1", "t2a_R@10", "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10",
+                            "tagging_macro_roc_auc", "tagging_macro_pr_auc", "probe_family_accuracy"]]
+    _show(shown.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v), "semantic space (held-out tracks)")
+    with console.status("recommendation on the temporal protocol"):
+        preference = preference_evaluation(data, load_config(run[0] / "config.yaml").cutoff, sets,
+                                           tuple(m.strip() for m in models.split(",")))
+    preference.to_csv(out / "preference.csv", index=False)
+    from tunespace.reports.tables import formatted
+
+    _show(formatted(preference), "preference space: temporal protocol, test users")
+    console.print(f"wrote {out}/semantic.csv, {out}/preference.csv and the track embeddings")
+
+
+def htcl_report(evaluation: Path, out: Path) -> Path:
+    """One HTML page from a `tunespace htcl evaluate` folder: both spaces' tables and the lambda trade-off."""
+    from tunespace.reports.html import Heading, Paragraph, Plot, Table, tradeoff_plot, write_html_report
+
+    semantic = pd.read_csv(evaluation / "semantic.csv")
+    preference = pd.read_csv(evaluation / "preference.csv")
+    knn = preference[preference["model"].str.startswith("knn[")].assign(
+        run=lambda f: f["model"].str.slice(4, -1))[["run", "ndcg@50", "hit_rate@50", "recall@50"]]
+    merged = semantic.merge(knn, on="run", how="left")
+    semantic_columns = [c for c in ["run", "lambda", "mu", "t2a_R@1", "t2a_R@5", "t2a_R@10", "chance_t2a_R@10",
+                                    "t2a_median_rank", "a2t_R@10", "tagging_macro_roc_auc", "tagging_macro_pr_auc",
+                                    "probe_family_accuracy", "ndcg@50"] if c in merged]
+    sections: list = [
+        Paragraph(f"Evaluation folder: {evaluation}. Semantic metrics are on held-out tracks whose texts were never "
+                  "trained on; recommendation metrics use the temporal protocol (test users, full ranking, seen "
+                  "items removed), with 95% t-interval half-widths in the CSV."),
+        Heading("Semantic space"),
+        Table(merged[semantic_columns], caption="retrieval, zero-shot tagging, probe; knn NDCG@50 for reference",
+              best={"t2a_R@10": "max", "a2t_R@10": "max", "tagging_macro_roc_auc": "max", "ndcg@50": "max"}),
+        Heading("Preference space"),
+        Table(preference, caption="content recommenders over each embedding set",
+              best={"ndcg@50": "max", "hit_rate@50": "max", "recall@50": "max"}),
+    ]
+    staged = merged.dropna(subset=["lambda"]) if "lambda" in merged else merged.iloc[:0]
+    if len(staged) >= 2:
+        sections += [Heading("Semantic retrieval against recommendation quality over lambda"),
+                     Plot(tradeoff_plot(staged, "ndcg@50", "t2a_R@10", "lambda",
+                                        title="stage 2: text-to-audio R@10 vs knn NDCG@50"),
+                          caption="each point is a stage-2 run; lambda weighs the kept audio-text loss")]
+    return write_html_report(out, "tunespace HTCL report", sections)

@@ -1,0 +1,1 @@
+"""Contrastive learning: losses with named terms, pair sources, and the one training loop every stage uses."""

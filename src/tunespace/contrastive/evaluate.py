@@ -1,0 +1,117 @@
+"""Evaluate an HTCL run in both spaces.
+
+Semantic space (held-out tracks, whose texts were never trained on): text-to-audio and audio-to-text retrieval
+with chance levels, zero-shot tagging from tag prompts, and a linear probe of the instrument family.
+Preference space: the run's track embeddings fed to the content recommenders on the temporal protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tunespace.contrastive.htcl import HTCL, AudioBank, Corpus, embed_texts, embed_tracks, holdout_tracks
+from tunespace.data.embeddings import ItemEmbeddings
+from tunespace.evaluation.probe import linear_probe
+from tunespace.evaluation.retrieval import audio_to_text, retrieval_chance, text_to_audio
+from tunespace.evaluation.tagging import zero_shot_tagging
+
+logger = logging.getLogger(__name__)
+
+# Tag families of the built-in corpus and how a listener would ask for them in words.
+PROMPTS = {
+    "family": "a tune played on {} instruments",
+    "tempo": "a {} tune",
+    "mode": "a tune in a {} key",
+    "meter": "a tune in {} time",
+    "dance": "a {}",
+    "region": "a folk tune from {}",
+    "country": "a folk song from {}",
+    "genre": "a {} song",
+}
+MIN_TAG_POSITIVES = 5
+
+
+def tag_prompt(tag: str) -> str:
+    family, _, value = tag.partition(":")
+    return PROMPTS.get(family, "{}").format(value.replace("_", " "))
+
+
+@dataclass
+class SemanticResult:
+    text_to_audio: dict[str, float]
+    audio_to_text: dict[str, float]
+    chance_text_to_audio: dict[str, float]
+    chance_audio_to_text: dict[str, float]
+    tagging: dict[str, float]
+    probe_accuracy: float
+    probe_chance: float
+    held_out_tracks: int
+
+    def flat(self) -> dict[str, float]:
+        row = {f"t2a_{k}": v for k, v in self.text_to_audio.items()}
+        row.update({f"a2t_{k}": v for k, v in self.audio_to_text.items()})
+        row.update({f"chance_t2a_{k}": v for k, v in self.chance_text_to_audio.items()})
+        row.update({f"tagging_{k}": v for k, v in self.tagging.items()})
+        row.update({"probe_family_accuracy": self.probe_accuracy, "probe_family_chance": self.probe_chance,
+                    "held_out_tracks": self.held_out_tracks})
+        return row
+
+
+def semantic_evaluation(model: HTCL, bank: AudioBank, corpus: Corpus, vectors: np.ndarray,
+                        languages: tuple[str, ...] = ("en",), min_tag_positives: int = MIN_TAG_POSITIVES
+                        ) -> SemanticResult:
+    """`vectors`: the run's embeddings of every track (bank order), reused for the held-out subset and probe."""
+    config = model.config
+    held = np.flatnonzero(holdout_tracks(len(corpus.tracks), config.holdout_share, config.train.seed))
+    audio = vectors[held]
+    if corpus.captions is None:
+        raise ValueError(f"{corpus.root}: no captions.parquet, so no text-to-audio evaluation")
+    position = pd.Series(np.arange(len(held)), index=corpus.tracks["track_id"].astype(str).to_numpy()[held])
+    captions = corpus.captions[corpus.captions["language"].isin(languages)
+                               & corpus.captions["track_id"].astype(str).isin(position.index)]
+    groups = position.loc[captions["track_id"].astype(str)].to_numpy()
+    texts = embed_texts(model, captions["text"].astype(str).tolist())
+    per_track = np.bincount(groups, minlength=len(held))
+    tags = corpus.tracks["tags"].fillna("").astype(str).str.split("|").to_numpy()[held]
+    vocabulary = pd.Series([t for row in tags for t in row if t]).value_counts()
+    vocabulary = vocabulary[(vocabulary >= min_tag_positives) & (vocabulary < len(held))].index.tolist()
+    truth = np.array([[tag in set(row) for tag in vocabulary] for row in tags], dtype=bool)
+    if vocabulary:
+        prompts = embed_texts(model, [tag_prompt(t) for t in vocabulary])
+        tagging = zero_shot_tagging(audio, prompts, truth, vocabulary).summary()
+    else:
+        logger.warning("no tag has %d+ positives among %d held-out tracks; zero-shot tagging skipped",
+                       min_tag_positives, len(held))
+        tagging = {name: float("nan") for name in ("macro_roc_auc", "macro_pr_auc", "micro_roc_auc", "micro_pr_auc")}
+    families = corpus.tracks["instrument_family"].astype(str).to_numpy()
+    probe = linear_probe(vectors, families, seed=0)
+    return SemanticResult(
+        text_to_audio=text_to_audio(texts, audio, groups), audio_to_text=audio_to_text(audio, texts, groups),
+        chance_text_to_audio=retrieval_chance(len(held)),
+        chance_audio_to_text=retrieval_chance(len(texts), per_track[per_track > 0]),
+        tagging=tagging, probe_accuracy=probe.accuracy, probe_chance=probe.chance,
+        held_out_tracks=len(held))
+
+
+def track_embeddings(model: HTCL, bank: AudioBank) -> ItemEmbeddings:
+    vectors = embed_tracks(model, bank, model.config.stage.crop_seconds)
+    return ItemEmbeddings(ids=bank.ids, vectors=vectors)
+
+
+def preference_evaluation(corpus_dir: Path, cutoff: str, embeddings: dict[str, ItemEmbeddings],
+                          models: tuple[str, ...] = ("knn",), seed: int = 42) -> pd.DataFrame:
+    """HR/Recall/NDCG@50 of content recommenders over each embedding set, temporal protocol, test users."""
+    from tunespace.data.dataset import Dataset
+    from tunespace.data.splits import SplitConfig, temporal_split
+    from tunespace.evaluation.benchmark import model_specs, run_benchmark
+    from tunespace.reports.tables import results_frame
+
+    dataset = Dataset.load(corpus_dir)
+    split = temporal_split(dataset.interactions, SplitConfig(cutoff=cutoff, seed=seed))
+    run = run_benchmark(split, model_specs(list(models), embeddings), ks=(50,), part="test")
+    return results_frame(run.results)

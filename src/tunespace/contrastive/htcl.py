@@ -1,0 +1,377 @@
+"""HTCL (Chen et al., ICMR 2025): hierarchical two-stage contrastive learning.
+
+Stage 1 aligns an audio encoder with a text encoder on (audio, description) pairs, so the audio space carries
+language semantics. Stage 2 adapts the audio encoder to the listeners' preference space by contrasting tracks
+that the same listeners play together (train interactions only), while keeping the semantic space: the stage-1
+audio-text loss stays in with weight `semantic_weight` (lambda), and/or the audio embeddings are anchored to the
+frozen stage-1 encoder's (`anchor_weight`, mu). Setting both to 0 is the ablation where the semantic space is
+free to collapse.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+from tunespace.audio.decode import AudioDecodeError
+from tunespace.audio.stream import stream_segments
+from tunespace.contrastive.losses import AnchorDistillation, InfoNCE
+from tunespace.contrastive.pairs import PairContext, PairSource, make_pair_source, sample_mixed
+from tunespace.contrastive.train import DistributedContext, TrainConfig
+from tunespace.encoders.audio_encoder import AudioEncoder, AudioEncoderConfig
+from tunespace.encoders.text import TextEncoder, TextEncoderConfig
+from tunespace.errors import TunespaceError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(TunespaceError, ValueError):
+    """A configuration file or value is not valid; the message names the file and key."""
+
+
+@dataclass
+class StageConfig:
+    """What a stage optimises. Stage 1: semantic sources only. Stage 2: preference sources, plus lambda and mu."""
+
+    semantic_sources: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"captions": {"weight": 1.0}, "metadata": {"weight": 0.5}})
+    preference_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    semantic_weight: float = 1.0  # lambda: weight of the audio-text loss (in stage 2, semantic preservation)
+    anchor_weight: float = 0.0  # mu: weight of the distillation to the frozen stage-1 audio embeddings
+    crop_seconds: float = 10.0
+
+
+@dataclass
+class HTCLConfig:
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    holdout_share: float = 0.1  # tracks whose texts are never trained on: the semantic test set
+    cutoff: str = "2025-01-01"  # stage 2 uses only behaviour before this date
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Dataclass from a dict, refusing unknown keys and converting lists to tuples where the field is a tuple."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in values.items():
+        current = getattr(defaults, name)
+        if is_dataclass(current):
+            kwargs[name] = _build(type(current), value, f"{where}.{name}")
+        elif isinstance(current, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> HTCLConfig:
+    """A named size (`tiny`, `small`, `base`: files shipped in tunespace/contrastive/configs) or a YAML path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"{path}: no such config (named sizes: {known})")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for dotted, value in (overrides or {}).items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return _build(HTCLConfig, values, str(path))
+
+
+class AudioBank:
+    """Every track's audio at the encoder's rate, decoded once into an int16 array (memory-mapped when cached),
+    with random crops for training and whole tracks for embedding."""
+
+    def __init__(self, tracks: pd.DataFrame, root: str | Path, sample_rate: int, cache: str | Path | None = None,
+                 max_seconds: float = 30.0) -> None:
+        self.sample_rate = sample_rate
+        self.max_samples = int(max_seconds * sample_rate)
+        self.ids = tracks["track_id"].astype(str).to_numpy()
+        cache_path = Path(cache) / f"audio-{sample_rate}-{len(tracks)}.npy" if cache else None
+        lengths_path = cache_path.with_suffix(".lengths.npy") if cache_path else None
+        if cache_path is not None and cache_path.exists() and lengths_path.exists():
+            self.audio = np.load(cache_path, mmap_mode="r")
+            self.lengths = np.load(lengths_path)
+            return
+        self.audio = np.zeros((len(tracks), self.max_samples), dtype=np.int16)
+        self.lengths = np.zeros(len(tracks), dtype=np.int64)
+        paths = [Path(root) / str(p) for p in tracks["audio_path"]]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for row, signal in enumerate(pool.map(self._decode, paths)):
+                n = min(len(signal), self.max_samples)
+                self.audio[row, :n] = np.round(np.clip(signal[:n], -1, 1) * 32767).astype(np.int16)
+                self.lengths[row] = n
+        if cache_path is not None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cache_path, self.audio)
+            np.save(lengths_path, self.lengths)
+
+    def _decode(self, path: Path) -> np.ndarray:
+        try:
+            return np.concatenate(list(stream_segments(path, self.sample_rate, self.max_samples)) or [np.zeros(0)])
+        except AudioDecodeError as error:
+            logger.warning("%s; the track is silent in training", error)
+            return np.zeros(0, dtype=np.float32)
+
+    def crops(self, indices: np.ndarray, seconds: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows of `seconds` (whole tracks when shorter): waveforms (n, samples) and lengths."""
+        size = int(seconds * self.sample_rate)
+        lengths = np.minimum(self.lengths[indices], size)
+        offsets = rng.integers(0, np.maximum(self.lengths[indices] - size, 0) + 1)
+        waveforms = np.zeros((len(indices), size), dtype=np.float32)
+        for row, (track, offset, length) in enumerate(zip(indices, offsets, lengths)):
+            waveforms[row, :length] = self.audio[track, offset:offset + length] / 32767.0
+        return torch.from_numpy(waveforms), torch.from_numpy(lengths)
+
+    def segments(self, track: int, seconds: float) -> list[np.ndarray]:
+        """A whole track cut into windows of `seconds` (the last one shorter), for embedding."""
+        size = int(seconds * self.sample_rate)
+        signal = self.audio[track, : self.lengths[track]] / 32767.0
+        return [signal[start:start + size].astype(np.float32) for start in range(0, max(len(signal), 1), size)]
+
+
+@dataclass
+class HTCLBatch:
+    semantic_audio: tuple[torch.Tensor, torch.Tensor] | None = None
+    semantic_texts: list[str] | None = None
+    semantic_weights: torch.Tensor | None = None
+    preference_audio: tuple[torch.Tensor, torch.Tensor] | None = None  # anchors then positives, stacked
+    preference_weights: torch.Tensor | None = None
+
+
+class HTCL(nn.Module):
+    """The two towers plus the loss modules; `forward(batch)` returns the named loss terms of one step."""
+
+    def __init__(self, config: HTCLConfig, text: TextEncoder | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.audio = AudioEncoder(config.audio)
+        self.text = text if text is not None else TextEncoder(config.text)
+        self.semantic_loss = InfoNCE()
+        self.preference_loss = InfoNCE()
+        self.anchor_loss = AnchorDistillation()
+        self.reference: AudioEncoder | None = None
+        self.checkpoint_excludes: tuple[str, ...] = ("reference.",) + (("text.backbone.",) if config.text.frozen
+                                                                       else ())
+
+    def freeze_reference(self) -> None:
+        """Keep a frozen copy of the current (stage-1) audio encoder for the distillation anchor."""
+        self.reference = copy.deepcopy(self.audio).eval().requires_grad_(False)
+
+    def forward(self, batch: HTCLBatch) -> dict[str, torch.Tensor]:
+        stage = self.config.stage
+        device = next(self.audio.parameters()).device
+        total = torch.zeros((), device=device)
+        terms: dict[str, torch.Tensor] = {}
+        if batch.semantic_audio is not None and stage.semantic_weight > 0:
+            waveforms, lengths = (t.to(device) for t in batch.semantic_audio)
+            semantic = self.semantic_loss(self.audio(waveforms, lengths), self.text(batch.semantic_texts),
+                                          batch.semantic_weights.to(device))
+            total = total + stage.semantic_weight * semantic["loss"]
+            terms.update({f"semantic_{k}": v for k, v in semantic.items()})
+        if batch.preference_audio is not None:
+            waveforms, lengths = (t.to(device) for t in batch.preference_audio)
+            embedded = self.audio(waveforms, lengths)
+            half = len(embedded) // 2
+            preference = self.preference_loss(embedded[:half], embedded[half:], batch.preference_weights.to(device))
+            total = total + preference["loss"]
+            terms.update({f"preference_{k}": v for k, v in preference.items()})
+            if stage.anchor_weight > 0:
+                if self.reference is None:
+                    raise ConfigError("anchor_weight > 0 needs a stage-1 reference (freeze_reference)")
+                with torch.no_grad():
+                    reference = self.reference(waveforms, lengths)
+                anchor = self.anchor_loss(embedded, reference)
+                total = total + stage.anchor_weight * anchor["loss"]
+                terms.update({f"anchor_{k}": v for k, v in anchor.items()})
+        terms["loss"] = total
+        return terms
+
+
+class BatchMaker:
+    """Draws step s's global batch from a generator seeded by (seed, s) and returns this rank's slice, so every
+    rank agrees on the batch, a resumed run sees the same data, and 1 or N processes train on the same pairs."""
+
+    def __init__(self, bank: AudioBank, config: HTCLConfig, semantic: list[PairSource],
+                 preference: list[PairSource], context: DistributedContext | None = None) -> None:
+        self.bank, self.config = bank, config
+        self.semantic, self.preference = semantic, preference
+        self.context = context or DistributedContext()
+
+    def _slice(self, count: int) -> slice:
+        per_rank = count // self.context.world_size
+        return slice(self.context.rank * per_rank, (self.context.rank + 1) * per_rank)
+
+    def __call__(self, step: int) -> HTCLBatch:
+        rng = np.random.default_rng([self.config.train.seed, step])
+        crop = self.config.stage.crop_seconds
+        batch = HTCLBatch()
+        n = self.config.train.batch_size
+        if self.semantic and self.config.stage.semantic_weight > 0:
+            pairs = sample_mixed(self.semantic, rng, n)
+            part = self._slice(len(pairs.anchors))
+            waveforms, lengths = self.bank.crops(pairs.anchors, crop, rng)
+            batch.semantic_audio = (waveforms[part], lengths[part])
+            batch.semantic_texts = list(pairs.positives)[part]
+            batch.semantic_weights = torch.from_numpy(pairs.weights[part])
+        if self.preference:
+            pairs = sample_mixed(self.preference, rng, n)
+            count = len(pairs.anchors)
+            part = self._slice(count)
+            waveforms, lengths = self.bank.crops(np.concatenate([pairs.anchors, np.asarray(pairs.positives)]),
+                                                 crop, rng)
+            rows = np.concatenate([np.arange(count)[part], count + np.arange(count)[part]])  # anchors, positives
+            batch.preference_audio = (waveforms[rows], lengths[rows])
+            batch.preference_weights = torch.from_numpy(pairs.weights[part])
+        return batch
+
+
+def pair_sources(specs: dict[str, dict[str, Any]], context: PairContext) -> list[PairSource]:
+    return [make_pair_source(name, context, **dict(options or {})) for name, options in specs.items()]
+
+
+def holdout_tracks(n_tracks: int, share: float, seed: int) -> np.ndarray:
+    """Bool mask of tracks held out from semantic training (their texts are the retrieval test set)."""
+    rng = np.random.default_rng([seed, 7])
+    held = np.zeros(n_tracks, dtype=bool)
+    held[rng.permutation(n_tracks)[: int(round(share * n_tracks))]] = True
+    return held
+
+
+@torch.no_grad()
+def embed_tracks(model: HTCL, bank: AudioBank, seconds: float, batch_size: int = 32,
+                 indices: np.ndarray | None = None) -> np.ndarray:
+    """(n, embed_dim) L2-normalised track embeddings: the mean of the embeddings of the track's windows."""
+    model.eval()
+    device = next(model.audio.parameters()).device
+    indices = np.arange(len(bank.ids)) if indices is None else indices
+    owners: list[int] = []
+    windows: list[np.ndarray] = []
+    for row, track in enumerate(indices):
+        pieces = bank.segments(int(track), seconds)
+        if len(pieces) > 1 and len(pieces[-1]) < bank.sample_rate // 2:
+            pieces = pieces[:-1]  # a trailing sliver under 0.5 s says little and would weigh as much as a window
+        owners += [row] * len(pieces)
+        windows += pieces
+    sums = torch.zeros(len(indices), model.config.audio.embed_dim)
+    counts = torch.zeros(len(indices))
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start:start + batch_size]
+        lengths = torch.tensor([len(w) for w in chunk])
+        waveforms = torch.zeros(len(chunk), int(lengths.max()))
+        for row, window in enumerate(chunk):
+            waveforms[row, : len(window)] = torch.from_numpy(window)
+        embedded = torch.nn.functional.normalize(model.audio(waveforms.to(device), lengths.to(device)), dim=-1).cpu()
+        owner = torch.tensor(owners[start:start + batch_size])
+        sums.index_add_(0, owner, embedded)
+        counts.index_add_(0, owner, torch.ones(len(chunk)))
+    return torch.nn.functional.normalize(sums / counts.clamp_min(1)[:, None], dim=-1).numpy()
+
+
+@torch.no_grad()
+def embed_texts(model: HTCL, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    parts = [torch.nn.functional.normalize(model.text(texts[i:i + batch_size]), dim=-1).cpu()
+             for i in range(0, len(texts), batch_size)]
+    return torch.cat(parts).numpy() if parts else np.zeros((0, model.config.text.embed_dim), dtype=np.float32)
+
+
+@dataclass
+class Corpus:
+    """What HTCL reads from a data-model folder: tracks (index order), captions, the train split, playlists."""
+
+    root: Path
+    tracks: pd.DataFrame
+    captions: pd.DataFrame | None
+    train: pd.DataFrame
+    playlists: pd.DataFrame | None
+    playlist_sessions: pd.DataFrame | None
+    cutoff: pd.Timestamp
+
+    @classmethod
+    def load(cls, folder: str | Path, cutoff: str) -> Corpus:
+        from tunespace.data.dataset import Dataset
+        from tunespace.data.splits import SplitConfig, temporal_split
+
+        folder = Path(folder)
+        dataset = Dataset.load(folder)
+        if dataset.tracks is None or "audio_path" not in dataset.tracks:
+            raise ConfigError(f"{folder}: HTCL needs tracks.parquet with an audio_path column")
+
+        def optional(name: str) -> pd.DataFrame | None:
+            return pd.read_parquet(folder / name) if (folder / name).exists() else None
+
+        split = temporal_split(dataset.interactions, SplitConfig(cutoff=cutoff))
+        return cls(folder, dataset.tracks.reset_index(drop=True), optional("captions.parquet"), split.train,
+                   dataset.playlists, optional("playlist_sessions.parquet"), pd.Timestamp(cutoff, tz="UTC"))
+
+    def pair_context(self, allowed: np.ndarray | None = None) -> PairContext:
+        return PairContext(self.tracks, self.captions, self.train, self.playlists, self.playlist_sessions,
+                           self.cutoff, allowed)
+
+
+def build_model(config: HTCLConfig, device: torch.device, checkpoint: str | Path | None = None) -> HTCL:
+    model = HTCL(config)
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        unexpected = [k for k in unexpected if not k.startswith(model.checkpoint_excludes)]
+        missing = [k for k in missing if not k.startswith(model.checkpoint_excludes)]
+        if unexpected or missing:
+            raise ConfigError(f"{checkpoint}: does not fit this config (missing {missing[:3]}, unexpected "
+                              f"{unexpected[:3]})")
+    return model.to(device)
+
+
+def save_config(config: HTCLConfig, path: Path) -> None:
+    from tunespace.io import write_text
+
+    write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), path)
+
+
+def make_stage(corpus: Corpus, config: HTCLConfig, context: DistributedContext, cache: Path | None,
+               init_from: str | Path | None = None) -> tuple[HTCL, BatchMaker]:
+    """Model and batches of one stage. Semantic pairs skip held-out tracks; preference pairs come from the train
+    interactions (and playlists made before the cutoff) only."""
+    torch.manual_seed(config.train.seed)
+    bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, cache)
+    held = holdout_tracks(len(corpus.tracks), config.holdout_share, config.train.seed)
+    semantic = pair_sources(config.stage.semantic_sources, corpus.pair_context(~held)) \
+        if config.stage.semantic_weight > 0 else []
+    preference = pair_sources(config.stage.preference_sources, corpus.pair_context())
+    model = build_model(config, context.device, init_from)
+    texts = [text for source in semantic for text in source.texts]
+    model.text.warm_cache(texts, Path(cache) / f"text-{model.text.identity}.pt" if cache else None)
+    if config.stage.anchor_weight > 0:
+        model.freeze_reference()
+    return model, BatchMaker(bank, config, semantic, preference, context)

@@ -1,0 +1,89 @@
+"""Contrastive losses as modules that return named terms.
+
+Under DDP every rank holds a slice of the global batch; `gather_across_ranks` collects all slices so that the
+negatives of each anchor span the global batch. Each rank then computes the loss of the WHOLE global batch with
+its own slice carrying gradients (the other slices arrive as constants), so the gradient with respect to its own
+features is exact. DDP averages gradients over ranks, so the gathered loss scales its gradient (not its value) by
+the world size: N processes then take the same steps as one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_across_ranks(features: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(global batch, ...) rows and the offset of this rank's rows; a no-op outside DDP.
+
+    Every rank must pass the same number of rows (the training loop guarantees equal per-rank batches).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features, 0
+    parts = [torch.empty_like(features) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, features.detach().contiguous())
+    rank = dist.get_rank()
+    parts[rank] = features
+    return torch.cat(parts), rank * len(features)
+
+
+class InfoNCE(nn.Module):
+    """Symmetric InfoNCE (CLIP's loss) with a learnable temperature, clamped to [min_temperature, max_temperature].
+
+    Row i of `anchors` and row i of `positives` are a pair; every other row of the (global) batch is a negative.
+    `weights` (optional, per pair) scale each pair's terms, e.g. for pair sources of different reliability.
+    """
+
+    def __init__(self, temperature: float = 0.07, min_temperature: float = 0.01, max_temperature: float = 1.0,
+                 learnable: bool = True) -> None:
+        super().__init__()
+        if not 0 < min_temperature <= temperature <= max_temperature:
+            raise ValueError("need 0 < min_temperature <= temperature <= max_temperature")
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learnable)
+        self.bounds = (math.log(min_temperature), math.log(max_temperature))
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.clamp(*self.bounds).exp()
+
+    def forward(self, anchors: torch.Tensor, positives: torch.Tensor,
+                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        anchors = F.normalize(anchors, dim=-1)
+        positives = F.normalize(positives, dim=-1)
+        if weights is None:
+            weights = torch.ones(len(anchors), device=anchors.device)
+        all_anchors, _ = gather_across_ranks(anchors)
+        all_positives, _ = gather_across_ranks(positives)
+        all_weights, _ = gather_across_ranks(weights.to(anchors.dtype))
+        ranks = world_size()
+        temperature = self.temperature
+        if ranks > 1:  # every rank sees the temperature's full gradient: keep it unscaled by the line below
+            temperature = temperature.detach() + (temperature - temperature.detach()) / ranks
+        logits = all_anchors @ all_positives.T / temperature
+        targets = torch.arange(len(logits), device=logits.device)
+        scale = all_weights.sum().clamp_min(1e-12)
+        forward_term = (all_weights * F.cross_entropy(logits, targets, reduction="none")).sum() / scale
+        backward_term = (all_weights * F.cross_entropy(logits.T, targets, reduction="none")).sum() / scale
+        with torch.no_grad():
+            accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        loss = (forward_term + backward_term) / 2
+        if ranks > 1:  # same value, gradient times the world size (undoes DDP's averaging, see module docstring)
+            loss = ranks * loss - (ranks - 1) * loss.detach()
+        return {"loss": loss, "anchor_to_positive": forward_term,
+                "positive_to_anchor": backward_term, "temperature": temperature.detach(), "accuracy": accuracy}
+
+
+class AnchorDistillation(nn.Module):
+    """Keeps embeddings near reference ones (stage-1 values): mean of 1 - cosine, 0 when they coincide."""
+
+    def forward(self, embeddings: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        cosine = F.cosine_similarity(embeddings, reference.detach(), dim=-1)
+        return {"loss": (1 - cosine).mean(), "cosine": cosine.mean().detach()}

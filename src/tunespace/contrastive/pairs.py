@@ -1,0 +1,225 @@
+"""Pair sources: where positive pairs come from. Each is a registered component that yields (anchor track,
+positive) pairs, the positive being a text (stage 1, semantic) or another track (stage 2, preference).
+
+Why these sources (Alonso-Jimenez et al., ICASSP 2023; Chen et al., ICMR 2025): tracks that one listener plays
+close together in time, or that sit next to each other in a playlist, are alike in the listener's eyes even when
+no word describes how; contrasting them teaches the audio encoder the preference space. Only behaviour before the
+split's cutoff is used (the train interactions; playlists made before the cutoff), so nothing leaks from the test
+window.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from tunespace.errors import TunespaceError
+
+
+class PairSourceError(TunespaceError):
+    """A pair source cannot be built from the data given (missing table, no pairs, leakage risk)."""
+
+
+@dataclass
+class PairContext:
+    """What pair sources draw from. `tracks` fixes the track index order (row i = track index i)."""
+
+    tracks: pd.DataFrame
+    captions: pd.DataFrame | None = None  # track_id, language, variant, text
+    interactions: pd.DataFrame | None = None  # the TRAIN part only: user_id, track_id, timestamp
+    playlists: pd.DataFrame | None = None  # playlist_id, position, track_id
+    playlist_sessions: pd.DataFrame | None = None  # playlist_id, user_id, timestamp
+    cutoff: pd.Timestamp | None = None
+    allowed_tracks: np.ndarray | None = None  # bool per track: anchors/positives restricted to these (held-out)
+    _index: pd.Index = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = pd.Index(self.tracks["track_id"].astype(str))
+
+    def track_index(self, ids: pd.Series) -> np.ndarray:
+        return self._index.get_indexer(ids.astype(str))
+
+
+@dataclass
+class PairBatch:
+    anchors: np.ndarray  # (n,) track indices
+    positives: np.ndarray | list[str]  # (n,) track indices, or n texts
+    weights: np.ndarray  # (n,) float32
+
+
+class PairSource(ABC):
+    """Holds every candidate pair; `sample` draws a batch without repeating a track, since a repeated track would
+    be its own negative."""
+
+    kind: ClassVar[str]  # "text" or "audio"
+
+    def __init__(self, context: PairContext, weight: float = 1.0) -> None:
+        self.weight = float(weight)
+        anchors, positives = self.build(context)
+        keep = anchors >= 0
+        if self.kind == "audio":
+            keep &= (positives >= 0) & (anchors != positives)
+        if context.allowed_tracks is not None:
+            keep &= context.allowed_tracks[np.maximum(anchors, 0)]
+            if self.kind == "audio":
+                keep &= context.allowed_tracks[np.maximum(positives, 0)]
+        self.anchors, self.positives = anchors[keep], positives[keep]
+        if len(self.anchors) == 0:
+            raise PairSourceError(f"pair source {type(self).__name__} found no pairs")
+
+    @abstractmethod
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        """All (anchor track index, positive index) pairs; positive indexes `texts` or tracks by `kind`."""
+
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def sample(self, rng: np.random.Generator, n: int, used: set[int] | None = None) -> PairBatch:
+        """Up to n pairs drawn uniformly, thinned so that no track appears twice in the batch (`used` carries the
+        tracks other sources already put in the same batch, and is updated)."""
+        draw = rng.integers(0, len(self.anchors), size=min(4 * n, 4 * len(self.anchors)))
+        anchors, positives = self.anchors[draw], self.positives[draw]
+        used = set() if used is None else used
+        chosen: list[int] = []
+        for row, (anchor, positive) in enumerate(zip(anchors.tolist(), positives.tolist())):
+            tracks = (anchor, positive) if self.kind == "audio" else (anchor,)
+            if used.isdisjoint(tracks):
+                used.update(tracks)
+                chosen.append(row)
+                if len(chosen) == n:
+                    break
+        picked = np.asarray(chosen, dtype=np.int64)
+        positive_out: np.ndarray | list[str] = (positives[picked] if self.kind == "audio"
+                                                else [self.texts[i] for i in positives[picked]])
+        return PairBatch(anchors[picked], positive_out, np.full(len(picked), self.weight, dtype=np.float32))
+
+
+PAIR_SOURCES: dict[str, type[PairSource]] = {}
+
+
+def register_pair_source(name: str) -> Callable[[type[PairSource]], type[PairSource]]:
+    def decorate(cls: type[PairSource]) -> type[PairSource]:
+        PAIR_SOURCES[name] = cls
+        return cls
+
+    return decorate
+
+
+def make_pair_source(name: str, context: PairContext, **options: Any) -> PairSource:
+    if name not in PAIR_SOURCES:
+        raise PairSourceError(f"unknown pair source {name!r}; known: {', '.join(sorted(PAIR_SOURCES))}")
+    return PAIR_SOURCES[name](context, **options)
+
+
+@register_pair_source("captions")
+class CaptionPairs(PairSource):
+    """A track and one of its generated descriptions (in the chosen languages)."""
+
+    kind = "text"
+
+    def __init__(self, context: PairContext, weight: float = 1.0, languages: tuple[str, ...] = ("en",)) -> None:
+        self.languages = tuple(languages)
+        super().__init__(context, weight)
+
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        if context.captions is None:
+            raise PairSourceError("captions pair source needs the captions table")
+        rows = context.captions[context.captions["language"].isin(self.languages)].reset_index(drop=True)
+        self.texts = rows["text"].astype(str).tolist()
+        return context.track_index(rows["track_id"]), np.arange(len(rows))
+
+
+@register_pair_source("metadata")
+class MetadataPairs(PairSource):
+    """A track and its metadata-only text (title, collection): HTCL's weakly paired text."""
+
+    kind = "text"
+
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        if "metadata_text" not in context.tracks:
+            raise PairSourceError("metadata pair source needs a metadata_text column in tracks")
+        self.texts = context.tracks["metadata_text"].fillna("").astype(str).tolist()
+        index = np.arange(len(self.texts))
+        has_text = np.array([bool(t.strip()) for t in self.texts])
+        return np.where(has_text, index, -1), index
+
+
+@register_pair_source("session")
+class SessionPairs(PairSource):
+    """Two distinct tracks one user played within `window_minutes` of each other, up to `neighbours` plays apart
+    (train interactions only)."""
+
+    kind = "audio"
+
+    def __init__(self, context: PairContext, weight: float = 1.0, window_minutes: float = 30.0,
+                 neighbours: int = 2) -> None:
+        self.window = pd.Timedelta(minutes=window_minutes)
+        self.neighbours = int(neighbours)
+        super().__init__(context, weight)
+
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        if context.interactions is None:
+            raise PairSourceError("session pair source needs the train interactions")
+        log = context.interactions.sort_values(["user_id", "timestamp"], kind="stable")
+        users = log["user_id"].to_numpy()
+        times = log["timestamp"].to_numpy()
+        tracks = context.track_index(log["track_id"])
+        anchors, positives = [], []
+        for step in range(1, self.neighbours + 1):
+            same_user = users[step:] == users[:-step]
+            close = (times[step:] - times[:-step]) <= self.window.to_timedelta64()
+            keep = np.flatnonzero(same_user & close)
+            anchors.append(tracks[:-step][keep])
+            positives.append(tracks[step:][keep])
+        return np.concatenate(anchors), np.concatenate(positives)
+
+
+@register_pair_source("playlist")
+class PlaylistPairs(PairSource):
+    """Tracks next to each other in a playlist made before the cutoff."""
+
+    kind = "audio"
+
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        if context.playlists is None:
+            raise PairSourceError("playlist pair source needs the playlists table")
+        playlists = context.playlists
+        if context.cutoff is not None:
+            if context.playlist_sessions is None:
+                raise PairSourceError("playlists have no creation times (playlist_sessions.parquet), so playlists "
+                                      "made after the cutoff cannot be dropped; refusing to risk test leakage")
+            made = context.playlist_sessions.set_index("playlist_id")["timestamp"]
+            early = made[made < context.cutoff].index
+            playlists = playlists[playlists["playlist_id"].isin(early)]
+        ordered = playlists.sort_values(["playlist_id", "position"], kind="stable")
+        ids = ordered["playlist_id"].to_numpy()
+        tracks = context.track_index(ordered["track_id"])
+        keep = np.flatnonzero(ids[1:] == ids[:-1])
+        return tracks[:-1][keep], tracks[1:][keep]
+
+
+def sample_mixed(sources: list[PairSource], rng: np.random.Generator, n: int) -> PairBatch:
+    """One batch of n pairs split evenly over sources of one kind, with no track twice across all of them."""
+    if not sources:
+        raise PairSourceError("no pair sources given")
+    kinds = {source.kind for source in sources}
+    if len(kinds) > 1:
+        raise PairSourceError("a batch mixes text and audio positives; give each objective one kind of source")
+    used: set[int] = set()
+    shares = np.full(len(sources), n // len(sources))
+    shares[: n % len(sources)] += 1
+    parts = [source.sample(rng, int(share), used) for source, share in zip(sources, shares)]
+    positives: np.ndarray | list[str]
+    if kinds == {"text"}:
+        positives = [text for part in parts for text in part.positives]
+    else:
+        positives = np.concatenate([np.asarray(part.positives) for part in parts])
+    return PairBatch(np.concatenate([part.anchors for part in parts]), positives,
+                     np.concatenate([part.weights for part in parts]))
