@@ -20,8 +20,10 @@
    in a fresh child process: the peak while embedding (VmHWM after resetting it; ru_maxrss where that is not
    possible), next to the resident size just before, which holds the signal (float32), torch and the model.
 
-Throughput is in minutes of audio per second of wall time; the load average is printed because the machine may be
-shared, and both sides use every core (torch: `--threads`; TensorFlow: its default).
+Throughput is in minutes of audio per second of wall time. Both sides use every core by default (torch:
+`--threads`; TensorFlow: its own default). The load average is printed because the machine may be shared: on a busy
+machine torch's OpenMP threads lose much more than TensorFlow's thread pool, and `--threads 1` is then the faster
+setting for tunespace.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +131,7 @@ def segments(audio: np.ndarray, backend: AudioBackend) -> list[np.ndarray]:
     return [p for i, p in enumerate(pieces) if i == 0 or len(p) >= least]
 
 
-def embed(backend: AudioBackend, sources: list, batch_size: int,
+def embed(backend: AudioBackend, sources: Sequence[Path | np.ndarray], batch_size: int,
           keep_frames: bool = True) -> tuple[np.ndarray, list[list[np.ndarray]]]:
     """Track vectors and, per track, its valid frames if `keep_frames`; `sources` are paths (decoded here) or arrays."""
     sums = np.zeros((len(sources), backend.dim))
@@ -243,7 +246,11 @@ def throughput(args: argparse.Namespace, console: Console) -> None:
                       f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}")
         ours = {name: run_tunespace(name, paths, args.batch_size) for name in ("mfcc", "musicnn-msd")}
         reference = run_reference(args.reference_python, paths, folder)
-        console.print(f"load average after: {os.getloadavg()[0]:.2f}")
+        load = os.getloadavg()[0]
+        console.print(f"load average after: {load:.2f}")
+        if load > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+            console.print("the machine is busy: torch's OpenMP threads wait at every barrier for a descheduled peer "
+                          "(TensorFlow's work-stealing pool does not), so compare with --threads 1")
 
     rates = {f"tunespace {name}": minutes / r["seconds"] for name, r in ours.items()}
     loads = {f"tunespace {name}": r["load_s"] for name, r in ours.items()}

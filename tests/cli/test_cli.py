@@ -43,7 +43,7 @@ def test_benchmark_on_a_data_folder(data_dir, tmp_path):
                  "--cutoff", SYNTHETIC_CUTOFF, "--test-start", SYNTHETIC_CUTOFF, "--models", "popularity,itemknn",
                  "--out", str(tmp_path / "bench")])
     assert code == 0
-    assert len(pd.read_csv(tmp_path / "bench" / "results.csv")) == 2
+    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "ease", "itemknn"]
     assert (tmp_path / "bench" / "split" / "split.json").exists()
 
 
@@ -94,4 +94,4 @@ def test_embed_then_benchmark_with_the_embedding_folder(tmp_path, capsys):
                  "--test-start", SYNTHETIC_CUTOFF, "--models", "popularity,knn", "--embeddings",
                  str(tmp_path / "emb"), "--out", str(tmp_path / "bench")])
     assert code == 0
-    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "knn[mfcc]"]
+    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "ease", "knn[mfcc]"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,9 +26,10 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import ExtractionConfig
 from tunespace.errors import TunespaceError
-from tunespace.evaluation.benchmark import BenchmarkRun, model_specs, run_benchmark
-from tunespace.evaluation.evaluate import compare
-from tunespace.reports.tables import HEADLINE, formatted, results_frame, write_results
+from tunespace.evaluation.benchmark import BenchmarkRun, SeededRuns, accepts, model_specs, run_benchmark
+from tunespace.evaluation.evaluate import compare, compare_pairs
+from tunespace.io import write_text
+from tunespace.reports.tables import HEADLINE, formatted, results_frame, to_markdown, write_results
 
 app = typer.Typer(help="tunespace: music representations for recommendation and search.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -37,7 +39,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: do
 
 DEFAULT_MODELS = "popularity,itemknn,ease,knn"
 COLLABORATIVE_MODELS = "popularity,itemknn,ease"
-DEMO_BACKENDS = ("mfcc",)
+DEMO_BACKENDS = ("mfcc", "musicnn-msd")
 
 
 def _ks(values: str) -> list[int]:
@@ -86,10 +88,15 @@ def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, base
         console.print(f"wrote {csv_path}, {md_path} and per-user metrics to {out / 'per_user.parquet'}")
 
 
-def _benchmark(dataset: str, data: Path | None, config: SplitConfig, models: str, ks: str, part: str,
-               out: Path | None, title: str, embeddings: Sequence[Path] = (),
-               text_encoder: str | None = None) -> BenchmarkRun:
+def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, backends: str | None, ks: str,
+           part: str, out: Path | None, title: str, embeddings: Sequence[Path] = (), text_encoder: str | None = None,
+           seeds: Sequence[int] = (0,), params: dict[str, dict[str, object]] | None = None) -> SeededRuns:
+    """The study's Table 3 on one dataset: every content model x backend, the random-init rows, popularity and
+    EASE, over `seeds`; the warm table with paired tests and a bar chart, and the cold-start table."""
     from tunespace.data.sources import load_source
+    from tunespace.evaluation.benchmark import run_seeds, study_baselines, study_specs
+    from tunespace.reports.study import (formatted_study, formatted_tests, per_seed_frame, seed_averaged,
+                                         study_chart, study_frame, write_png, write_study_table)
 
     with console.status(f"loading {dataset}"):
         source = load_source(dataset, data, cutoff=config.cutoff, seed=config.seed, text_encoder=text_encoder)
@@ -97,18 +104,107 @@ def _benchmark(dataset: str, data: Path | None, config: SplitConfig, models: str
     console.print(source.dataset.summary())
     split = temporal_split(source.dataset.interactions, config)
     console.print({key: value for key, value in split.stats.items()})
-    vectors = {**source.embeddings, **_embedding_sets(embeddings)}
-    specs = model_specs([m.strip() for m in models.split(",") if m.strip()], vectors)
+    vectors = _study_embeddings(source.embeddings, embeddings, backends, data)
+    specs = study_specs([m.strip() for m in models.split(",") if m.strip()], vectors, params)
+    cold_part = f"cold_{part}"
     with _progress() as progress:
-        run = run_benchmark(split, specs, ks=_ks(ks), part=part, progress=_progress_factory(progress))
-    preamble = (f"Dataset: {source.note}. Protocol: train [{config.train_start or 'start'}, {config.cutoff}), "
-                f"test pairs first seen in [{config.test_start or config.cutoff}, {config.test_end or 'end'}), "
-                f"{part} users (validation ratio {config.validation_ratio}, seed {config.seed}); full ranking "
-                "over the train catalogue with seen items removed; mean ± 95% t-interval half-width.")
+        seeded = run_seeds(split, specs, list(seeds), ks=_ks(ks), part=part, progress=_progress_factory(progress),
+                           cold_part=cold_part)
+
+    frame = study_frame(seeded, specs)
+    baselines = study_baselines(specs)
+    averaged = seed_averaged(seeded.runs)
+    tests = pd.concat([compare_pairs(averaged, list(baselines.items()), metric) for metric in HEADLINE],
+                      ignore_index=True) if baselines else None
+    unpaired = [spec for spec in specs if baselines.get(spec.label) == "popularity"]  # knn: no random-init row
+    test_notes = {spec.label: "no random-init row: against popularity" for spec in unpaired}
+    unpaired_text = (f" {', '.join(dict.fromkeys(spec.family for spec in unpaired))} has no random-init "
+                     "counterpart: its rows are tested against popularity." if unpaired else "")
+    fixed = [spec.label for spec in specs if not seeded.seeded[spec.label]]
+    seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else
+                 f"seeds {seeds[0]}..{seeds[-1]} (mean over seeds; sd = standard deviation of the per-seed means)")
+    preamble = (f"# {title}\n\nDataset: {source.note}. Protocol: train [{config.train_start or 'start'}, "
+                f"{config.cutoff}), test pairs first seen in [{config.test_start or config.cutoff}, "
+                f"{config.test_end or 'end'}), {part} users (validation ratio {config.validation_ratio}, split seed "
+                f"{config.seed}); full ranking over the {split.n_warm_items} train items with seen items removed; mean "
+                f"± 95% t-interval half-width over users. Training {seed_text}: a seed sets a trained model's "
+                "initialisation, negative sampling and masking, while the validation/test partition stays fixed by "
+                "the split seed, so the spread measures training variance only"
+                + (f"; {', '.join(fixed)} are deterministic and fitted once" if fixed else "")
+                + ". fit_s: mean fit time in seconds (early-stopping models include their per-epoch validation).\n\n")
+    _show(formatted_study(frame), title)
+    notes = ""
+    if tests is not None:
+        _show(formatted_tests(tests[tests["metric"] == "ndcg@50"], test_notes).drop(columns="metric"),
+              "NDCG@50: content rows against the random-init row of the same model, paired tests, Holm-corrected")
+        notes = ("\n## Paired tests\n\nEach content row against the random-init row of the same model (t-test and "
+                 "Wilcoxon signed-rank over the test users' seed-averaged values); each test's p-values are "
+                 f"Holm-corrected over all {len(baselines)} comparisons of a metric."
+                 + unpaired_text
+                 + "\n\n" + to_markdown(formatted_tests(tests, test_notes)))
+    cold = None
+    if seeded.runs[0].cold_results:
+        cold = study_frame(seeded, specs, part="cold_results")
+        handling = [seeded.runs[0].cold_handling[label] for label in cold["model"]]
+        _show(formatted_study(cold), f"cold items ({cold_part}): ranked among all {len(split.items)} items")
+        _show(pd.DataFrame({"model": cold["model"], "cold items": handling}), "how each model scores cold items")
     if out is not None:
         split.save(out / "split")
-    _report(run, out, title, preamble, baseline="popularity")
-    return run
+        write_study_table(frame, per_seed_frame(seeded), out, "results", preamble, notes)
+        per_user = pd.concat([result.per_user.assign(model=label, seed=seed) for seed, run in
+                              zip(seeded.seeds, seeded.runs) for label, result in run.results.items()])
+        per_user.to_parquet(out / "per_user.parquet", index=False)
+        if tests is not None:
+            write_text(tests.to_csv(index=False), out / "significance.csv")
+        write_png(study_chart(frame, "ndcg@50"), out / "ndcg50.png")
+        written = ["results.csv", "results.md", "results_per_seed.csv", "per_user.parquet", "ndcg50.png"]
+        written += ["significance.csv"] if tests is not None else []
+        if cold is not None:
+            truth = split.part(cold_part)
+            unplaced = [label for label, placed in seeded.runs[0].cold_placed.items() if not placed]
+            cold_preamble = (
+                f"# {title}: cold items\n\nThe same fitted models on the {cold_part} pairs: {len(truth)} pairs of "
+                f"{truth['user_id'].nunique()} users with items unseen in training, ranked among the whole catalogue "
+                f"({split.n_warm_items} train + {len(split.items) - split.n_warm_items} cold items) with seen items "
+                f"removed; {seed_text}. A content model places a cold item from its embedding; a model that cannot"
+                + (f" ({', '.join(unplaced)})" if unplaced else "") + " scores it -inf, so it never recommends one "
+                "and its cold HR, Recall and NDCG are 0 by construction. How each model handles cold items is in the "
+                "last column.\n\n")
+            write_study_table(cold, per_seed_frame(seeded, "cold_results"), out, "cold", cold_preamble,
+                              extra_columns={"cold items": handling})
+            written += ["cold.csv", "cold.md", "cold_per_seed.csv"]
+        console.print(f"wrote {', '.join(written)} and the split to {out}", soft_wrap=True)
+    return seeded
+
+
+def _study_embeddings(loaded: dict[str, ItemEmbeddings], paths: Sequence[Path], backends: str | None,
+                      data: Path | None) -> dict[str, ItemEmbeddings]:
+    """Embedding sets by backend. Without `backends`: the dataset's own and every --embeddings path. With it:
+    exactly those backends, each from a --embeddings path (or the dataset) labelled so, else from
+    DATA/emb/<name>, the folder `tunespace embed --out DATA/emb/<name>` writes."""
+    sets = {**loaded, **_embedding_sets(paths)}
+    if backends is None:
+        return sets
+    chosen = {}
+    for name in (b.strip() for b in backends.split(",")):
+        if name:
+            chosen[name] = sets[name] if name in sets else _backend_embeddings(name, data)
+    return chosen
+
+
+def _backend_embeddings(name: str, data: Path | None) -> ItemEmbeddings:
+    folder = data / "emb" / name if data is not None else None
+    command = (f"tunespace embed --backend {shlex.quote(name)} --data {shlex.quote(str(data or 'DATA'))} "
+               f"--out {shlex.quote(str(folder or Path('DATA', 'emb', name)))}")
+    if folder is None or not any(p for p in folder.glob("shard-*.parquet") if not p.name.endswith(".skipped.parquet")):
+        where = f"at {folder}" if folder is not None else "(no --data folder to look in, nor an --embeddings path)"
+        raise TunespaceError(f"no embeddings for backend {name!r} {where}; make them with: {command}")
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        made_by = json.loads(manifest.read_text())["backend"]
+        if made_by != name:
+            raise TunespaceError(f"{folder} holds {made_by!r} embeddings, not {name!r}; make them with: {command}")
+    return ItemEmbeddings.load(folder)
 
 
 def _embedding_sets(paths: Sequence[Path]) -> dict[str, ItemEmbeddings]:
@@ -339,21 +435,62 @@ def benchmark_recsys(
     test_start: Annotated[str | None, typer.Option(help="Test window start.")] = "2010-07-01",
     test_end: Annotated[str | None, typer.Option(help="Test window end (exclusive).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
-    seed: Annotated[int, typer.Option(help="Seed of the user partition and of content features.")] = 42,
-    models: Annotated[str, typer.Option(help="Comma-separated recommender names.")] = DEFAULT_MODELS,
-    ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "10,50",
+    split_seed: Annotated[int, typer.Option(
+        help="Seed of the validation/test user partition and of generated content features; the same for every "
+             "training seed.")] = 42,
+    seed: Annotated[int, typer.Option(
+        help="First training seed (initialisation, negative sampling, masking of the trained models).")] = 0,
+    seeds: Annotated[int, typer.Option(
+        help="Number of training seeds, seed .. seed+seeds-1: the tables report the mean and sd over them.")] = 1,
+    models: Annotated[str, typer.Option(
+        help="Comma-separated recommender names; popularity and EASE are always added, and each content model "
+             "brings its random-init row (shallow-random, bert4rec-random).")] = DEFAULT_MODELS,
+    backends: Annotated[str | None, typer.Option(
+        help="Comma-separated embedding backends for the content models, each from an --embeddings path of that "
+             "backend or else DATA/emb/<name> (what `tunespace embed --out DATA/emb/<name>` writes).")] = None,
+    ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs (50 is the headline).")] = "10,50",
     part: Annotated[str, typer.Option(help="validation or test.")] = "test",
-    out: Annotated[Path | None, typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the tables (CSV, Markdown, per seed), significance.csv, the chart and the split.")] = None,
     embeddings: Annotated[list[Path] | None, typer.Option(
         help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
     text_encoder: Annotated[str | None, typer.Option(
         help="hetrec: also embed the tag text with this sentence encoder (minilm or a local folder).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Cap the epochs of every trained model (shallow, bert4rec and their random-init rows); default: "
+             "each model's own (100, 200), with early stopping on validation NDCG@50.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="Model parameter MODEL.KEY=VALUE, repeatable (bert4rec.hidden=32); a content model's parameters "
+             "also apply to its random-init row unless given for that row.")] = None,
 ) -> None:
-    """Temporal protocol of Tamm and Aljanaki on a dataset: HR/Recall/NDCG@50 with confidence intervals."""
+    """The study's Table 3 (Tamm and Aljanaki's temporal protocol): every content model x backend, the random-init
+    rows, popularity and EASE; HR/Recall/NDCG@50 with confidence intervals, paired tests against the random-init
+    row of the same model, a bar chart, and the same models on the cold-item pairs."""
+    if seeds < 1:
+        raise typer.BadParameter("--seeds must be at least 1")
     config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
-                         validation_ratio=validation_ratio, seed=seed)
-    _benchmark(dataset, data, config, models, ks, part, out, f"benchmark recsys: {dataset}", embeddings or [],
-               text_encoder)
+                         validation_ratio=validation_ratio, seed=split_seed)
+    params = _model_params(param or [], epochs, [m.strip() for m in models.split(",") if m.strip()])
+    _study(dataset, data, config, models, backends, ks, part, out, f"benchmark recsys: {dataset}",
+           embeddings or [], text_encoder, seeds=list(range(seed, seed + seeds)), params=params)
+
+
+def _model_params(pairs: Sequence[str], epochs: int | None, models: Sequence[str]) -> dict[str, dict[str, object]]:
+    """MODEL.KEY=VALUE pairs by model, plus `epochs` for every model (and random-init row) that trains by epochs."""
+    from tunespace.evaluation.benchmark import random_init_of
+
+    params: dict[str, dict[str, object]] = {}
+    for pair in pairs:
+        model, dot, rest = pair.partition(".")
+        if not dot or not model:
+            raise typer.BadParameter(f"expected MODEL.KEY=VALUE, got {pair!r}")
+        params.setdefault(model, {}).update(_parse_options([rest]))
+    if epochs is not None:
+        names = [*models, *(r for m in models if (r := random_init_of(m)))]
+        for name in names:
+            if accepts(name, "epochs"):
+                params.setdefault(name, {})["epochs"] = epochs
+    return params
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -243,28 +243,37 @@ def _fields(message: bytes, path: Path) -> Iterable[tuple[int, int, int | bytes]
             raise CheckpointError(path, f"unsupported protobuf wire type {wire}")
 
 
-def _shape(message: bytes, path: Path) -> tuple[int, ...]:
+def _integer(value: int | bytes, path: Path, what: str) -> int:
+    if isinstance(value, bytes):
+        raise CheckpointError(path, f"{what}: a length-delimited field where an integer belongs")
+    return value
+
+
+def _shape(message: int | bytes, path: Path, name: str) -> tuple[int, ...]:
+    """Dimensions of a `TensorShapeProto` (field 2: repeated Dim, whose field 1 is the size)."""
+    if not isinstance(message, bytes):
+        raise CheckpointError(path, f"{name}: malformed shape")
     dims = []
     for number, _, value in _fields(message, path):
         if number == 2 and isinstance(value, bytes):
-            size = next((v for n, _, v in _fields(value, path) if n == 1), 0)
-            dims.append(int(size))  # type: ignore[arg-type]
+            sizes = [size for field, _, size in _fields(value, path) if field == 1]
+            dims.append(_integer(sizes[0], path, name) if sizes else 0)
         elif number == 3 and value:
-            raise CheckpointError(path, "tensor of unknown rank")
+            raise CheckpointError(path, f"{name}: tensor of unknown rank")
     return tuple(dims)
 
 
 def _entry(name: str, message: bytes, path: Path) -> TensorEntry:
+    """Decode a `BundleEntryProto`: dtype 1, shape 2, shard 3, offset 4, size 5, crc32c 6, slices 7."""
     values: dict[int, int | bytes] = {}
     for number, _, value in _fields(message, path):
         if number == 7:
             raise CheckpointError(path, f"{name}: partitioned (sliced) variables are not supported")
         values[number] = value
-    shape = values.get(2, b"")
+    number = {field: _integer(values.get(field, 0), path, name) for field in (1, 3, 4, 5)}
     crc = values.get(6)
-    return TensorEntry(name=name, dtype=int(values.get(1, 0)), shape=_shape(shape, path) if isinstance(shape, bytes)
-                       else (), shard=int(values.get(3, 0)), offset=int(values.get(4, 0)),
-                       size=int(values.get(5, 0)), crc32c=None if crc is None else int(crc))
+    return TensorEntry(name=name, dtype=number[1], shape=_shape(values.get(2, b""), path, name), shard=number[3],
+                       offset=number[4], size=number[5], crc32c=None if crc is None else _integer(crc, path, name))
 
 
 def _prefix(path: str | Path) -> str:
@@ -300,7 +309,7 @@ def read_index(prefix: str | Path, verify: bool = True) -> CheckpointIndex:
     if not rows or rows[0][0] != b"":
         raise CheckpointError(index_path, "no bundle header (empty key) in the index")
     header = {number: value for number, _, value in _fields(rows[0][1], index_path)}
-    shards = int(header.get(1, 0))  # type: ignore[arg-type]
+    shards = _integer(header.get(1, 0), index_path, "bundle header")
     if shards < 1:
         raise CheckpointError(index_path, f"bundle header declares {shards} data shards")
     byte_order = ">" if header.get(2, 0) == 1 else "<"

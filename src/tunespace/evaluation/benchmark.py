@@ -77,11 +77,16 @@ def base_of_random_init(name: str) -> str | None:
     return base if random_init_of(base) == name else None
 
 
+def accepts(name: str, parameter: str) -> bool:
+    """Whether the registered model `name` takes `parameter` (in its own constructor or an ancestor's)."""
+    return any(parameter in inspect.signature(cls.__init__).parameters
+               for cls in get_recommender(name).__mro__ if "__init__" in vars(cls))
+
+
 def is_seeded(name: str) -> bool:
     """Whether the model takes a `seed` (initialisation, negative sampling, masking); the others are
     deterministic given the train data."""
-    return any("seed" in inspect.signature(cls.__init__).parameters
-               for cls in get_recommender(name).__mro__ if "__init__" in vars(cls))
+    return accepts(name, "seed")
 
 
 def study_specs(names: Iterable[str], embeddings: Mapping[str, ItemEmbeddings] | None = None,
@@ -125,6 +130,7 @@ class BenchmarkRun:
     evaluate_seconds: dict[str, float]
     cold_results: dict[str, EvaluationResult] = field(default_factory=dict)  # on the cold-item pairs, when asked
     cold_handling: dict[str, str] = field(default_factory=dict)  # how each model scored the cold items
+    cold_placed: dict[str, bool] = field(default_factory=dict)  # False: it scored them -inf (never recommended)
 
 
 def run_benchmark(
@@ -175,6 +181,7 @@ def run_benchmark(
                 if progress else None
             run.cold_results[spec.label] = evaluate(extended, cold_truth, ks=ks, name=spec.label, progress=callback)
             run.cold_handling[spec.label] = model.cold_items
+            run.cold_placed[spec.label] = extended.placed
         logger.info("%s: fit %.1fs, evaluate %.1fs", spec.label, run.fit_seconds[spec.label],
                     run.evaluate_seconds[spec.label])
     return run
@@ -220,7 +227,8 @@ def run_seeds(
         run = BenchmarkRun({}, {}, {})
         for spec in specs:  # rows in the order of `specs`
             origin = fresh if number == 0 or seeded[spec.label] else runs[0]
-            for name in ("results", "fit_seconds", "evaluate_seconds", "cold_results", "cold_handling"):
+            for name in ("results", "fit_seconds", "evaluate_seconds", "cold_results", "cold_handling",
+                         "cold_placed"):
                 if spec.label in getattr(origin, name):
                     getattr(run, name)[spec.label] = getattr(origin, name)[spec.label]
         runs.append(run)
