@@ -193,7 +193,8 @@ def recbole_child(workdir: Path) -> None:
         "n_layers": job["layers"], "n_heads": job["heads"], "hidden_dropout_prob": job["dropout"],
         "attn_dropout_prob": job["dropout"], "mask_ratio": job["mask_prob"], "ft_ratio": job["ft_ratio"],
         "train_batch_size": job["batch_size"], "eval_batch_size": job["batch_size"], "learning_rate": job["lr"],
-        "train_neg_sample_args": None, "epochs": job["epochs"], "stopping_step": job["stopping_step"], "seed": job["seed"],
+        "train_neg_sample_args": None, "epochs": job["epochs"], "stopping_step": job["stopping_step"],
+        "seed": job["seed"],
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
         "metrics": ["NDCG", "Hit"], "topk": [K], "valid_metric": f"NDCG@{K}",
         "use_gpu": False, "device": "cpu", "show_progress": False, "state": "WARNING",
@@ -258,7 +259,8 @@ def recbole_child(workdir: Path) -> None:
         point = {"epoch": round(epoch - 1 + batch_in_epoch / n_batches, 4), "batches": batches,
                  "wall_s": time.perf_counter() - clock, "train_s": train_s, "valid_s": valid_s,
                  "valid_ndcg": result["ndcg"], "valid_hr": result["hr"], "valid_native_ndcg": result["native_ndcg"],
-                 "epoch_end": at_epoch_end, "loss": loss_sum / max(loss_count, 1)}
+                 "epoch_end": at_epoch_end, "loss": loss_sum / max(loss_count, 1),
+                 "load1": os.getloadavg()[0]}
         checkpoints.append(point)
         print("CHECKPOINT " + json.dumps(point), flush=True)
         if result["ndcg"] > best:
@@ -332,7 +334,8 @@ def run_recbole(args, python: Path, versions: str, key: str) -> dict | None:
                 print("  recbole " + _short(line), flush=True)
         code = child.wait()
     if code != 0 or not result_path.exists():
-        print(f"RecBole's run failed (exit {code}); the end of {log}:\n" + "".join(log.read_text().splitlines(True)[-30:]))
+        tail = "".join(log.read_text().splitlines(True)[-30:])
+        print(f"RecBole's run failed (exit {code}); the end of {log}:\n{tail}")
         return None
     result = json.loads(result_path.read_text())
     result["key"] = key
@@ -345,7 +348,8 @@ def _short(line: str) -> str:
         return line.strip()
     p = json.loads(line.split(" ", 1)[1])
     return (f"epoch {p['epoch']:.2f} ({p['batches']} batches): valid NDCG@{K} {p['valid_ndcg']:.4f}, "
-            f"HR@{K} {p['valid_hr']:.4f}, loss {p['loss']:.3f}, wall {p['wall_s']:.0f}s (train {p['train_s']:.0f}s)")
+            f"HR@{K} {p['valid_hr']:.4f}, loss {p['loss']:.3f}, wall {p['wall_s']:.0f}s (train {p['train_s']:.0f}s), "
+            f"load {p.get('load1', float('nan')):.1f}")
 
 
 # -- tunespace's side ------------------------------------------------------------------------------------------------
@@ -379,7 +383,8 @@ def run_tunespace(args, frame, key: str) -> dict:
         wall = time.perf_counter() - clock
         point = {"epoch": report.epoch, "wall_s": wall, "train_s": wall - timing["valid_s"],
                  "valid_s": timing["valid_s"], "valid_ndcg": report.validation_ndcg,
-                 "loss": report.losses.get("loss", float("nan")), "lr": report.learning_rate}
+                 "loss": report.losses.get("loss", float("nan")), "lr": report.learning_rate,
+                 "load1": os.getloadavg()[0]}
         checkpoints.append(point)
         if report.best_epoch == report.epoch:
             best["state"] = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
@@ -393,6 +398,7 @@ def run_tunespace(args, frame, key: str) -> dict:
     model = RandomBert4Rec(device="cpu", hidden=args.hidden, layers=args.layers, heads=args.heads,
                            ff_dim=args.ff_dim, dropout=args.dropout, max_len=args.max_len, mask_prob=args.mask_prob,
                            batch_size=args.batch_size, epochs=args.epochs, patience=args.patience, lr=args.lr,
+                           plateau_patience=args.plateau_patience,
                            validation_k=K, seed=args.seed, on_epoch=on_epoch)
 
     def timed(method):
@@ -467,6 +473,11 @@ def report(results: dict[str, dict], target_arg: float | None, args) -> dict:
         print(f"{name:<10} {epochs:>7.2f} {r['stopped']:>14} {per_epoch:>8.1f} {r['best']['valid_ndcg']:>10.4f} "
               f"{r['best']['epoch']:>8} {t['ndcg']:>12.4f} {t['hr']:>10.4f} {t['native_ndcg']:>11.4f} "
               f"{t['native_hr']:>12.4f} {r['wall_s']:>7.0f} {r['valid_s']:>7.0f}")
+    loads = {name: [p["load1"] for p in r["checkpoints"] if "load1" in p] for name, r in (("tunespace", ts),
+                                                                                        ("recbole", rb)) if r}
+    if any(loads.values()):
+        print("mean 1-minute load average at the checkpoints (the machine's other work slows both sides): " +
+              ", ".join(f"{name} {sum(v) / len(v):.1f}" for name, v in loads.items() if v))
     summary: dict = {}
     if ts is None or rb is None:
         return summary
@@ -515,6 +526,8 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=40.0, help="training wall-time cap per side")
     parser.add_argument("--epochs", type=int, default=200, help="tunespace's epoch cap (its default)")
     parser.add_argument("--patience", type=int, default=16, help="tunespace's early-stopping patience (its default)")
+    parser.add_argument("--plateau-patience", type=int, default=5,
+                        help="tunespace's learning-rate plateau patience (its default; a large value keeps the rate)")
     parser.add_argument("--recbole-epochs", type=int, default=300, help="RecBole's epoch cap (its default)")
     parser.add_argument("--recbole-stopping-step", type=int, default=10, help="RecBole's patience (its default)")
     parser.add_argument("--recbole-eval-every", type=int, default=50,
@@ -556,7 +569,8 @@ def main() -> None:
     shared = {k: getattr(args, k) for k in ("max_minutes", "max_len", "hidden", "ff_dim", "layers", "heads",
                                             "batch_size", "mask_prob", "dropout", "lr", "seed", "threads",
                                             "limit_users")}
-    tunespace_key = hashlib.sha1(json.dumps({**shared, "epochs": args.epochs, "patience": args.patience},
+    tunespace_key = hashlib.sha1(json.dumps({**shared, "epochs": args.epochs, "patience": args.patience,
+                                             "plateau": args.plateau_patience},
                                             sort_keys=True).encode()).hexdigest()[:12]
     recbole_key = hashlib.sha1(json.dumps({**shared, "epochs": args.recbole_epochs,
                                            "stop": args.recbole_stopping_step, "every": args.recbole_eval_every,

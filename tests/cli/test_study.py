@@ -82,3 +82,16 @@ def test_a_missing_backend_says_how_to_make_it(corpus, tmp_path, capsys):
     said = capsys.readouterr().out
     command = f"tunespace embed --backend musicnn-msd --data {corpus} --out {corpus / 'emb' / 'musicnn-msd'}"
     assert "no embeddings for backend 'musicnn-msd'" in said and command in said
+
+
+def test_unfinished_embeddings_are_refused_with_the_command_to_resume(corpus, tmp_path, capsys):
+    import json
+    import shutil
+
+    partial = corpus / "emb" / "partial"
+    partial.mkdir(exist_ok=True)
+    shutil.copy(corpus / "emb" / "content" / "shard-00000.parquet", partial / "shard-00000.parquet")
+    (partial / "manifest.json").write_text(json.dumps({"backend": "partial", "tracks": 120, "shard_size": 50}))
+    assert bench(corpus, tmp_path / "x", "--backends", "partial", "--models", "knn") == 1
+    said = capsys.readouterr().out
+    assert "unfinished (1 of 3 shards)" in said and f"tunespace embed --backend partial --data {corpus}" in said

@@ -121,6 +121,8 @@ def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, ba
     unpaired_text = (f" {', '.join(dict.fromkeys(spec.family for spec in unpaired))} has no random-init "
                      "counterpart: its rows are tested against popularity." if unpaired else "")
     fixed = [spec.label for spec in specs if not seeded.seeded[spec.label]]
+    given = "; ".join(f"{spec.label} " + ", ".join(f"{key}={value}" for key, value in spec.params.items())
+                      for spec in specs if spec.params)
     seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else
                  f"seeds {seeds[0]}..{seeds[-1]} (mean over seeds; sd = standard deviation of the per-seed means)")
     preamble = (f"# {title}\n\nDataset: {source.note}. Protocol: train [{config.train_start or 'start'}, "
@@ -130,8 +132,9 @@ def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, ba
                 f"± 95% t-interval half-width over users. Training {seed_text}: a seed sets a trained model's "
                 "initialisation, negative sampling and masking, while the validation/test partition stays fixed by "
                 "the split seed, so the spread measures training variance only"
-                + (f"; {', '.join(fixed)} are deterministic and fitted once" if fixed else "")
-                + ". fit_s: mean fit time in seconds (early-stopping models include their per-epoch validation).\n\n")
+                + (f"; {', '.join(fixed)} are deterministic and fitted once" if fixed else "") + ". "
+                + (f"Parameters other than the models' defaults: {given}. " if given else "")
+                + "fit_s: mean fit time in seconds (early-stopping models include their per-epoch validation).\n\n")
     _show(formatted_study(frame), title)
     notes = ""
     if tests is not None:
@@ -193,17 +196,28 @@ def _study_embeddings(loaded: dict[str, ItemEmbeddings], paths: Sequence[Path], 
 
 
 def _backend_embeddings(name: str, data: Path | None) -> ItemEmbeddings:
+    """DATA/emb/<name> as `tunespace embed` wrote it; a missing, foreign or unfinished folder is an error that
+    gives the command to make (or resume) it."""
     folder = data / "emb" / name if data is not None else None
     command = (f"tunespace embed --backend {shlex.quote(name)} --data {shlex.quote(str(data or 'DATA'))} "
                f"--out {shlex.quote(str(folder or Path('DATA', 'emb', name)))}")
-    if folder is None or not any(p for p in folder.glob("shard-*.parquet") if not p.name.endswith(".skipped.parquet")):
+    shards = [] if folder is None else [p for p in folder.glob("shard-*.parquet")
+                                        if not p.name.endswith(".skipped.parquet")]
+    if not shards:
         where = f"at {folder}" if folder is not None else "(no --data folder to look in, nor an --embeddings path)"
         raise TunespaceError(f"no embeddings for backend {name!r} {where}; make them with: {command}")
-    manifest = folder / "manifest.json"
-    if manifest.exists():
-        made_by = json.loads(manifest.read_text())["backend"]
-        if made_by != name:
-            raise TunespaceError(f"{folder} holds {made_by!r} embeddings, not {name!r}; make them with: {command}")
+    assert folder is not None
+    manifest_path = folder / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("backend") != name:
+            raise TunespaceError(f"{folder} holds {manifest.get('backend')!r} embeddings, not {name!r}; make them "
+                                 f"with: {command}")
+        if manifest.get("tracks") and manifest.get("shard_size"):
+            expected = -(-int(manifest["tracks"]) // int(manifest["shard_size"]))
+            if len(shards) < expected:
+                raise TunespaceError(f"the {name!r} embeddings at {folder} are unfinished ({len(shards)} of "
+                                     f"{expected} shards); finish them with: {command} (it resumes)")
     return ItemEmbeddings.load(folder)
 
 
