@@ -4,6 +4,7 @@ tiny corpus with a tiny random text model."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -78,7 +79,14 @@ def test_text_tower_frozen_caches_and_tuned_learns(tiny_bert):
     frozen = TextEncoder(TextEncoderConfig(model=str(tiny_bert), embed_dim=8))
     first = frozen(["a fast reel", "ein lied"])
     assert first.shape == (2, 8) and len(frozen._cache) == 2
-    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    tokenizer, backbone = frozen._frozen_parts
+    assert not any(p.requires_grad for p in backbone.parameters()) and not backbone.training
+    assert not any(name.startswith("backbone") for name, _ in frozen.named_parameters())  # nothing to save
+    cached_only = TextEncoder(TextEncoderConfig(model=str(tiny_bert), embed_dim=8))
+    cached_only.load_state_dict(frozen.state_dict())
+    cached_only._cache.update(frozen._cache)
+    torch.testing.assert_close(cached_only(["a fast reel"]), first[:1])
+    assert cached_only._frozen_parts is None  # every text was cached: the transformer was never loaded
     tuned = TextEncoder(TextEncoderConfig(model=str(tiny_bert), embed_dim=8, frozen=False))
     tuned(["a slow air"]).sum().backward()
     assert any(p.grad is not None for p in tuned.backbone.parameters())
@@ -149,6 +157,24 @@ def test_stage_two_without_preservation_drops_the_text_loss(corpus, tiny_bert, t
     assert "semantic_loss" not in model(batch)
 
 
+def test_history_profiles_are_the_mean_of_their_clips(corpus, tiny_bert, tmp_path):
+    config = tiny_config(tiny_bert, preference_sources={"history": {"profile_size": 3}}, semantic_weight=0.0)
+    model, batches = make_stage(Corpus.load(corpus, config.cutoff), config, DistributedContext(),
+                                cache=tmp_path / "cache")
+    batch = batches(0)
+    rows = len(batch.preference_weights)
+    assert batch.profile_size == 3 and len(batch.preference_audio[0]) == rows * 4 and rows > 1
+    terms = model(batch)
+    waveforms, lengths = batch.preference_audio
+    with torch.no_grad():
+        embedded = model.audio(waveforms, lengths)
+    profiles = torch.nn.functional.normalize(embedded[: rows * 3], dim=-1).view(rows, 3, -1).mean(1)
+    expected = model.preference_loss(profiles, embedded[rows * 3:], batch.preference_weights)
+    torch.testing.assert_close(terms["preference_loss"].detach(), expected["loss"], rtol=1e-5, atol=1e-6)
+    report = train_loop(model, batches, config.train, tmp_path / "history")
+    assert report.steps_run == 3 and np.isfinite(report.history[-1]["preference_loss"])
+
+
 def test_a_run_is_an_extraction_backend(corpus, tiny_bert, tmp_path):
     from tunespace.data.dataset import Dataset
     from tunespace.data.embeddings import ItemEmbeddings
@@ -208,3 +234,45 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
     parser = Count()
     parser.feed((tmp_path / "report.html").read_text())
     assert parser.tags.count("table") == 2 and parser.tags.count("img") == 1
+
+
+def test_audio_bank_cache_is_never_reused_for_changed_audio(tmp_path):
+    import os
+
+    import soundfile
+
+    from tunespace.contrastive.htcl import AudioBank
+
+    tracks = pd.DataFrame({"track_id": ["a", "b"], "audio_path": ["a.wav", "b.wav"]})
+    soundfile.write(tmp_path / "a.wav", np.full(800, 0.25, dtype=np.float32), 8000)
+    first = AudioBank(tracks, tmp_path, 8000, cache=tmp_path / "cache")  # b.wav is missing: silent
+    assert first.lengths.tolist() == [800, 0]
+    again = AudioBank(tracks, tmp_path, 8000, cache=tmp_path / "cache")
+    assert isinstance(again.audio, np.memmap)  # unchanged files: the cache is reused
+    soundfile.write(tmp_path / "b.wav", np.full(400, -0.5, dtype=np.float32), 8000)
+    soundfile.write(tmp_path / "a.wav", np.full(800, 0.5, dtype=np.float32), 8000)
+    os.utime(tmp_path / "a.wav", ns=(1, 1))
+    fresh = AudioBank(tracks, tmp_path, 8000, cache=tmp_path / "cache")
+    assert fresh.lengths.tolist() == [800, 400]
+    assert fresh.audio[0, 0] == round(0.5 * 32767) and fresh.audio[1, 0] == round(-0.5 * 32767)
+
+
+def test_history_batches_split_across_ranks_as_one_process_sees_them(corpus, tiny_bert, tmp_path):
+    from tunespace.contrastive.htcl import BatchMaker
+
+    config = tiny_config(tiny_bert, preference_sources={"history": {"profile_size": 2}}, semantic_weight=0.0)
+    _, whole = make_stage(Corpus.load(corpus, config.cutoff), config, DistributedContext(), cache=tmp_path / "cache")
+    one = whole(5)
+    rows = len(one.preference_weights)
+    audio, lengths = one.preference_audio
+    profiles, positives = audio[: rows * 2].view(rows, 2, -1), audio[rows * 2:]
+    half = rows // 2
+    for rank in range(2):
+        maker = BatchMaker(whole.bank, config, whole.semantic, whole.preference,
+                           DistributedContext(rank=rank, world_size=2))
+        mine = maker(5)
+        assert mine.profile_size == 2 and len(mine.preference_weights) == half
+        got = mine.preference_audio[0]
+        mine_rows = slice(rank * half, (rank + 1) * half)
+        torch.testing.assert_close(got[: half * 2].view(half, 2, -1), profiles[mine_rows])
+        torch.testing.assert_close(got[half * 2:], positives[mine_rows])

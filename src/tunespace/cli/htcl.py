@@ -12,8 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware fine-tuning.", no_args_is_help=True)
 
+# Each stage-2 pair source with its default options; `--pairs` picks some (sources of one kind per batch).
 PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighbours": 2},
-                      "playlist": {"weight": 1.0}}
+                      "playlist": {"weight": 1.0},
+                      "history": {"weight": 1.0, "profile_size": 4}}
+DEFAULT_PAIRS = "session,playlist"
 
 
 def _console():
@@ -55,13 +58,25 @@ def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, 
     if context.is_main:
         summary = {"steps_run": report.steps_run, "resumed_from": report.resumed_from,
                    "skipped_steps": report.skipped_steps, "seconds": report.seconds,
-                   "clips_per_second": report.examples_per_second * (2 if config.stage.preference_sources else 1),
+                   "clips_per_second": report.examples_per_second * _clips_per_example(config),
                    "world_size": context.world_size, "threads": torch.get_num_threads(),
                    "last": report.history[-1] if report.history else {}}
         (out / "train_report.json").write_text(json.dumps(summary, indent=2))
         console.print(f"{out}: {report.steps_run} steps in {report.seconds:.0f} s "
                       f"({summary['clips_per_second']:.1f} clips/s, {context.world_size} process(es)); "
                       f"last: {json.dumps({k: round(v, 4) for k, v in summary['last'].items()})}", soft_wrap=True)
+
+
+def _clips_per_example(config) -> int:
+    """Audio clips one batch row costs: a semantic clip (when lambda > 0), plus an anchor (or a profile of several
+    tracks) and a positive per preference pair."""
+    stage = config.stage
+    clips = 1 if stage.semantic_weight > 0 and stage.semantic_sources else 0
+    if stage.preference_sources:
+        history = stage.preference_sources.get("history")
+        clips += (int((history or {}).get("profile_size", PREFERENCE_SOURCES["history"]["profile_size"]))
+                  if history is not None else 1) + 1
+    return clips
 
 
 def _flat(values: dict, prefix: str = "") -> dict[str, object]:
@@ -117,16 +132,25 @@ def finetune(
     out: Annotated[Path, typer.Option(help="Run folder of this stage.")],
     semantic_weight: Annotated[float, typer.Option("--lambda", help="Weight of the kept audio-text loss.")] = 0.5,
     anchor_weight: Annotated[float, typer.Option("--mu", help="Weight of the distillation to stage 1.")] = 0.0,
+    pairs: Annotated[str, typer.Option(help="Preference pair sources: session and/or playlist (track-track), or "
+                                             "history (a listener's profile -> one more of their tracks).")]
+    = DEFAULT_PAIRS,
     steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.0003.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Stage 2: contrast tracks that listeners play together, keeping the semantic space (lambda, mu)."""
-    from tunespace.contrastive.htcl import load_config
+    from tunespace.contrastive.htcl import ConfigError, load_config
 
-    overrides: dict[str, object] = {"stage.preference_sources": PREFERENCE_SOURCES,
-                                    "stage.semantic_weight": semantic_weight, "stage.anchor_weight": anchor_weight}
+    names = [name.strip() for name in pairs.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PREFERENCE_SOURCES]
+    if unknown or not names:
+        raise ConfigError(f"--pairs: unknown pair source(s) {unknown or pairs!r}; choose from "
+                          f"{', '.join(PREFERENCE_SOURCES)}")
+    sources = {name: dict(PREFERENCE_SOURCES[name]) for name in names}
+    overrides: dict[str, object] = {"stage.preference_sources": sources, "stage.semantic_weight": semantic_weight,
+                                    "stage.anchor_weight": anchor_weight}
     overrides.update(_overrides(set_))
     if steps is not None:
         overrides["train.steps"] = steps

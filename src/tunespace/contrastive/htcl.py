@@ -11,6 +11,7 @@ free to collapse.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -110,14 +112,20 @@ def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
 
 class AudioBank:
     """Every track's audio at the encoder's rate, decoded once into an int16 array (memory-mapped when cached),
-    with random crops for training and whole tracks for embedding."""
+    with random crops for training and whole tracks for embedding.
+
+    The cache file is named by a fingerprint of every track's id, path, size and modification time, so a cache made
+    before a file was added, re-rendered or repaired is never reused for the new audio; it is written atomically, so
+    processes starting together never read half a file."""
 
     def __init__(self, tracks: pd.DataFrame, root: str | Path, sample_rate: int, cache: str | Path | None = None,
                  max_seconds: float = 30.0) -> None:
         self.sample_rate = sample_rate
         self.max_samples = int(max_seconds * sample_rate)
         self.ids = tracks["track_id"].astype(str).to_numpy()
-        cache_path = Path(cache) / f"audio-{sample_rate}-{len(tracks)}.npy" if cache else None
+        paths = [Path(root) / str(p) for p in tracks["audio_path"]]
+        cache_path = (Path(cache) / f"audio-{sample_rate}-{len(tracks)}-{self._fingerprint(paths)}.npy"
+                      if cache else None)
         lengths_path = cache_path.with_suffix(".lengths.npy") if cache_path else None
         if cache_path is not None and cache_path.exists() and lengths_path.exists():
             self.audio = np.load(cache_path, mmap_mode="r")
@@ -125,16 +133,29 @@ class AudioBank:
             return
         self.audio = np.zeros((len(tracks), self.max_samples), dtype=np.int16)
         self.lengths = np.zeros(len(tracks), dtype=np.int64)
-        paths = [Path(root) / str(p) for p in tracks["audio_path"]]
         with ThreadPoolExecutor(max_workers=2) as pool:
             for row, signal in enumerate(pool.map(self._decode, paths)):
                 n = min(len(signal), self.max_samples)
                 self.audio[row, :n] = np.round(np.clip(signal[:n], -1, 1) * 32767).astype(np.int16)
                 self.lengths[row] = n
         if cache_path is not None:
+            from tunespace.io import atomic_path
+
             cache_path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache_path, self.audio)
-            np.save(lengths_path, self.lengths)
+            for target, array in ((cache_path, self.audio), (lengths_path, self.lengths)):  # lengths last: the marker
+                with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, array)
+
+    def _fingerprint(self, paths: list[Path]) -> str:
+        digest = hashlib.sha1(f"{self.sample_rate}:{self.max_samples}".encode())
+        for track_id, path in zip(self.ids, paths):
+            try:
+                stat = path.stat()
+                stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            digest.update(f"{track_id}\0{path}\0{stamp}\n".encode())
+        return digest.hexdigest()[:16]
 
     def _decode(self, path: Path) -> np.ndarray:
         try:
@@ -167,6 +188,7 @@ class HTCLBatch:
     semantic_weights: torch.Tensor | None = None
     preference_audio: tuple[torch.Tensor, torch.Tensor] | None = None  # anchors then positives, stacked
     preference_weights: torch.Tensor | None = None
+    profile_size: int = 0  # > 0: each anchor is this many clips (a listener's profile), embedded as their mean
 
 
 class HTCL(nn.Module):
@@ -202,8 +224,11 @@ class HTCL(nn.Module):
         if batch.preference_audio is not None:
             waveforms, lengths = (t.to(device) for t in batch.preference_audio)
             embedded = self.audio(waveforms, lengths)
-            half = len(embedded) // 2
-            preference = self.preference_loss(embedded[:half], embedded[half:], batch.preference_weights.to(device))
+            rows = len(embedded) // ((batch.profile_size or 1) + 1)
+            anchors, positives = embedded[:-rows], embedded[-rows:]
+            if batch.profile_size:  # a listener is the mean of their tracks' unit vectors, as content KNN sees them
+                anchors = F.normalize(anchors, dim=-1).view(rows, batch.profile_size, -1).mean(dim=1)
+            preference = self.preference_loss(anchors, positives, batch.preference_weights.to(device))
             total = total + preference["loss"]
             terms.update({f"preference_{k}": v for k, v in preference.items()})
             if stage.anchor_weight > 0:
@@ -247,11 +272,14 @@ class BatchMaker:
         if self.preference:
             pairs = sample_mixed(self.preference, rng, n)
             count = len(pairs.anchors)
+            size = pairs.anchors.shape[1] if pairs.anchors.ndim == 2 else 1
             part = self._slice(count)
-            waveforms, lengths = self.bank.crops(np.concatenate([pairs.anchors, np.asarray(pairs.positives)]),
-                                                 crop, rng)
-            rows = np.concatenate([np.arange(count)[part], count + np.arange(count)[part]])  # anchors, positives
-            batch.preference_audio = (waveforms[rows], lengths[rows])
+            waveforms, lengths = self.bank.crops(np.concatenate([pairs.anchors.reshape(-1),
+                                                                 np.asarray(pairs.positives)]), crop, rng)
+            mine = np.arange(count)[part]
+            rows = np.concatenate([(mine[:, None] * size + np.arange(size)).reshape(-1), count * size + mine])
+            batch.preference_audio = (waveforms[rows], lengths[rows])  # this rank's anchors, then its positives
+            batch.profile_size = size if pairs.anchors.ndim == 2 else 0
             batch.preference_weights = torch.from_numpy(pairs.weights[part])
         return batch
 

@@ -47,7 +47,7 @@ class PairContext:
 
 @dataclass
 class PairBatch:
-    anchors: np.ndarray  # (n,) track indices
+    anchors: np.ndarray  # (n,) track indices, or (n, profile_size) for a profile source
     positives: np.ndarray | list[str]  # (n,) track indices, or n texts
     weights: np.ndarray  # (n,) float32
 
@@ -56,7 +56,7 @@ class PairSource(ABC):
     """Holds every candidate pair; `sample` draws a batch without repeating a track, since a repeated track would
     be its own negative."""
 
-    kind: ClassVar[str]  # "text" or "audio"
+    kind: ClassVar[str]  # "text", "audio" or "profile" (a set of tracks as the anchor, audio positive)
 
     def __init__(self, context: PairContext, weight: float = 1.0) -> None:
         self.weight = float(weight)
@@ -205,13 +205,80 @@ class PlaylistPairs(PairSource):
         return tracks[:-1][keep], tracks[1:][keep]
 
 
+@register_pair_source("history")
+class HistoryPairs(PairSource):
+    """A listener's profile and one more track of theirs: the anchor is `profile_size` distinct tracks the user played
+    in the train window, the positive another one. The anchor is embedded as the mean of its tracks' embeddings, which
+    is how content KNN scores (a user is the mean of their items), so this objective trains what KNN uses. Users are
+    drawn uniformly, as the evaluation weighs them, and at most once per batch (two rows of one user would be each
+    other's false negatives). A user with fewer than `profile_size` other tracks repeats some of them."""
+
+    kind = "profile"
+
+    def __init__(self, context: PairContext, weight: float = 1.0, profile_size: int = 4) -> None:
+        if int(profile_size) < 1:
+            raise PairSourceError(f"history: profile_size must be at least 1, got {profile_size}")
+        self.weight, self.profile_size = float(weight), int(profile_size)
+        if context.interactions is None:
+            raise PairSourceError("history pair source needs the train interactions")
+        log = context.interactions
+        tracks = context.track_index(log["track_id"])
+        keep = tracks >= 0
+        if context.allowed_tracks is not None:
+            keep &= context.allowed_tracks[np.maximum(tracks, 0)]
+        distinct = (pd.DataFrame({"user": log["user_id"].astype(str).to_numpy()[keep], "track": tracks[keep]})
+                    .drop_duplicates().sort_values(["user", "track"], kind="stable"))
+        sizes = distinct.groupby("user", sort=True)["track"].size()
+        sizes = sizes[sizes >= 2]  # a profile and a positive need two distinct tracks
+        distinct = distinct[distinct["user"].isin(sizes.index)]
+        self.user_tracks = distinct["track"].to_numpy(dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes.to_numpy())]).astype(np.int64)
+        if len(sizes) == 0:
+            raise PairSourceError("history pair source found no user with two distinct train tracks")
+
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError  # the constructor builds the per-user track lists directly
+
+    def __len__(self) -> int:
+        """Candidate positives: one per (user, distinct track)."""
+        return len(self.user_tracks)
+
+    def sample(self, rng: np.random.Generator, n: int, used: set[int] | None = None) -> PairBatch:
+        """Up to n rows: anchors (rows, profile_size) track indices, positives (rows,), no positive twice and no
+        positive that `used` already holds."""
+        used = set() if used is None else used
+        users = rng.permutation(len(self.offsets) - 1)[: 4 * n]
+        profiles, positives = [], []
+        for user in users.tolist():
+            own = self.user_tracks[self.offsets[user]:self.offsets[user + 1]]
+            order = rng.permutation(len(own))
+            pick = next((i for i in order.tolist() if int(own[i]) not in used), None)
+            if pick is None:
+                continue
+            others = np.delete(own, pick)
+            chosen = rng.permutation(others)[: self.profile_size]
+            if len(chosen) < self.profile_size:
+                chosen = np.concatenate([chosen, rng.choice(others, self.profile_size - len(chosen))])
+            used.add(int(own[pick]))
+            profiles.append(chosen)
+            positives.append(int(own[pick]))
+            if len(positives) == n:
+                break
+        anchors = (np.stack(profiles) if profiles else np.zeros((0, self.profile_size))).astype(np.int64)
+        return PairBatch(anchors, np.asarray(positives, dtype=np.int64),
+                         np.full(len(positives), self.weight, dtype=np.float32))
+
+
 def sample_mixed(sources: list[PairSource], rng: np.random.Generator, n: int) -> PairBatch:
     """One batch of n pairs split evenly over sources of one kind, with no track twice across all of them."""
     if not sources:
         raise PairSourceError("no pair sources given")
     kinds = {source.kind for source in sources}
     if len(kinds) > 1:
-        raise PairSourceError("a batch mixes text and audio positives; give each objective one kind of source")
+        raise PairSourceError(f"a batch mixes {' and '.join(sorted(kinds))} pair sources; give each objective sources "
+                              "of one kind")
+    if kinds == {"profile"} and len({source.profile_size for source in sources}) > 1:
+        raise PairSourceError("profile sources in one batch must share one profile_size")
     used: set[int] = set()
     shares = np.full(len(sources), n // len(sources))
     shares[: n % len(sources)] += 1

@@ -48,27 +48,40 @@ def resolve_model_dir(model: str) -> Path:
 
 
 class TextEncoder(nn.Module):
+    """A tuned tower owns its transformer as a submodule. A frozen one only needs it for texts missing from its cache,
+    so it loads the transformer on the first such text and keeps it outside the module tree (it has nothing to train
+    or save): a run whose texts are all cached never loads the weights at all."""
+
     def __init__(self, config: TextEncoderConfig) -> None:
         super().__init__()
         try:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoConfig
         except ImportError as error:
             raise BackendUnavailableError("the text encoder needs `pip install transformers`") from error
-        path = resolve_model_dir(config.model)
+        self.path = resolve_model_dir(config.model)
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.backbone = AutoModel.from_pretrained(path, local_files_only=True)
-        if config.frozen:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
-        self.projection = nn.Linear(self.backbone.config.hidden_size, config.embed_dim)
+        hidden = AutoConfig.from_pretrained(self.path, local_files_only=True).hidden_size
+        self.projection = nn.Linear(hidden, config.embed_dim)
         self._cache: dict[str, torch.Tensor] = {}
+        self._frozen_parts: tuple | None = None  # (tokenizer, transformer) of a frozen tower, once loaded
+        if not config.frozen:
+            self.tokenizer, self.backbone = self._load()
 
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        if self.config.frozen:
-            self.backbone.eval()  # no dropout in a frozen tower: cached vectors stay valid
-        return self
+    def _load(self) -> tuple:
+        from transformers import AutoModel, AutoTokenizer
+
+        return (AutoTokenizer.from_pretrained(self.path, local_files_only=True),
+                AutoModel.from_pretrained(self.path, local_files_only=True))
+
+    def _parts(self, device: torch.device) -> tuple:
+        """(tokenizer, transformer) on `device`."""
+        if not self.config.frozen:
+            return self.tokenizer, self.backbone
+        if self._frozen_parts is None:
+            tokenizer, backbone = self._load()
+            self._frozen_parts = (tokenizer, backbone.requires_grad_(False).eval())
+        tokenizer, backbone = self._frozen_parts
+        return tokenizer, backbone.to(device)
 
     def warm_cache(self, texts: list[str], cache_file: str | Path | None = None) -> None:
         """Encode `texts` once up front (a frozen tower only), reusing and extending a cache file on disk whose
@@ -93,7 +106,7 @@ class TextEncoder(nn.Module):
         """A short name for cache files: the model folder's name and a hash of its path."""
         import hashlib
 
-        path = str(resolve_model_dir(self.config.model))
+        path = str(self.path)
         return f"{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
     def sentence_vectors(self, texts: list[str]) -> torch.Tensor:
@@ -110,9 +123,10 @@ class TextEncoder(nn.Module):
         return self._pool(texts, device)
 
     def _pool(self, texts: list[str], device: torch.device) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
-                                return_tensors="pt").to(device)
-        hidden = self.backbone(**tokens).last_hidden_state
+        tokenizer, backbone = self._parts(device)
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
+                           return_tensors="pt").to(device)
+        hidden = backbone(**tokens).last_hidden_state
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
