@@ -80,6 +80,31 @@ class TestContentKNN(RecommenderContract):
         expected = vectors @ mean / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(mean))
         np.testing.assert_allclose(model.score(np.array([0]))[0], expected, rtol=1e-5)
 
+    def test_standardize_z_scores_each_dimension_over_the_embedded_catalogue(self, tmp_path):
+        full = cluster_embeddings()
+        scaled = ItemEmbeddings(ids=full.ids, vectors=full.vectors * np.array([1000.0] + [1.0] * (full.dim - 1)))
+        keep = scaled.ids != "i2"
+        partial = ItemEmbeddings(ids=scaled.ids[keep], vectors=scaled.vectors[keep])
+        train = two_clusters()
+        model = ContentKNN(embeddings=partial, standardize=True, device="cpu").fit(train)
+        embedded = scaled.vectors[keep]
+        z = (scaled.vectors - embedded.mean(axis=0)) / np.where(embedded.std(axis=0) > 0, embedded.std(axis=0), 1)
+        mean = z[[1, 3]].mean(axis=0)  # u0 heard i1, i2, i3; i2 has no vector and stays out
+        expected = z @ mean / (np.linalg.norm(z, axis=1) * np.linalg.norm(mean))
+        scores = model.score(np.array([0]))[0]
+        np.testing.assert_allclose(np.delete(scores, 2), np.delete(expected, 2), rtol=1e-4, atol=1e-6)
+        assert np.isneginf(scores[2])
+        # the raw cosine is dominated by the scaled first dimension; the z-scores are not
+        assert not np.allclose(ContentKNN(embeddings=partial, device="cpu").fit(train).score(np.array([0]))[0],
+                               scores, atol=1e-3)
+        model.save(tmp_path / "knn")
+        restored = ContentKNN.load(tmp_path / "knn")
+        assert restored.params["standardize"] is True
+        np.testing.assert_allclose(restored.score(np.array([0]))[0], scores, rtol=1e-6)
+        cold = ItemEmbeddings(ids=np.array(["cZ"]), vectors=scaled.vectors[[1]])
+        extended = restored.extended(train.items.extended(["cZ"]), cold)
+        np.testing.assert_allclose(extended.score(np.array([0]))[0, -1], scores[1], rtol=1e-5)  # same shift, scale
+
     def test_items_without_embedding_are_left_out_of_means_and_never_ranked(self, tmp_path):
         full = cluster_embeddings()
         keep = full.ids != "i2"
