@@ -183,3 +183,30 @@ def test_empty_validation_trains_every_epoch(caplog):
     reports = []
     small(epochs=3, patience=1, on_epoch=reports.append).fit(two_clusters(), validation=held_out_pairs().iloc[:0])
     assert len(reports) == 3 and "no validation pairs" in caplog.text
+
+
+def test_the_same_seed_gives_the_same_weights_on_several_threads():
+    """Repeated rows in a batch (users among the negatives, items of a learned table) must be summed in a fixed
+    order: with atomic adds across threads two fits of one seed drifted apart."""
+    from tunespace.data.catalog import IdMap
+    from tunespace.data.interactions import InteractionMatrix
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, dim = 3000, 400, 16
+    users, items = IdMap([f"u{i}" for i in range(n_users)]), IdMap([f"i{i}" for i in range(n_items)])
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in rng.integers(0, n_users, 30000)],
+                          "track_id": [f"i{i}" for i in rng.integers(0, n_items, 30000)],
+                          "timestamp": pd.Timestamp("2024-01-01", tz="UTC")})
+    train = InteractionMatrix.from_frame(frame, users, items)
+    embeddings = ItemEmbeddings(ids=list(items.ids), vectors=rng.normal(size=(n_items, dim)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        options = dict(epochs=2, batch_size=2048, device="cpu", seed=3)
+        for make in (lambda: ShallowNet(embeddings=embeddings, **options),
+                     lambda: RandomShallowNet(dim=dim, **options)):
+            fits = [make().fit(train) for _ in range(2)]
+            for name, value in fits[0].net.state_dict().items():
+                assert torch.equal(value, fits[1].net.state_dict()[name]), name
+    finally:
+        torch.set_num_threads(threads)

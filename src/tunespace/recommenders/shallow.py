@@ -96,11 +96,13 @@ class ShallowNetwork(nn.Module):
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         return F.normalize(F.relu(self.layer(vectors)), dim=-1)
 
+    # Rows are looked up with F.embedding, whose backward sums repeated rows in a fixed order; plain indexing
+    # accumulates with atomic adds across CPU threads, so the same seed gave different weights from run to run.
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.users[users])
+        return self.encode(F.embedding(users, self.users))
 
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode(self.items if items is None else self.items[items])
+        return self.encode(self.items if items is None else F.embedding(items, self.items))
 
 
 @register("shallow")
@@ -169,7 +171,7 @@ class ShallowNet(NeuralRecommender):
             negatives = self._sampler.sample(pair_items, int(self.params["negatives"]), generator)
             # each distinct user is encoded once: a batch names far fewer users than its B * (1 + K) slots
             distinct, slots = torch.unique(torch.cat([users[batch, None], negatives], dim=1), return_inverse=True)
-            user_vectors = self.net.user_vectors(distinct)[slots]  # (B, 1 + K, d)
+            user_vectors = F.embedding(slots, self.net.user_vectors(distinct))  # (B, 1 + K, d), as ShallowNetwork says
             scores = torch.bmm(user_vectors, self.net.item_vectors(pair_items)[:, :, None]).squeeze(2)
             yield self.loss(scores[:, 0], scores[:, 1:])
 
