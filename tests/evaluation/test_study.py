@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tunespace.data.splits import SplitConfig, temporal_split
 from tunespace.data.synthetic import SYNTHETIC_CUTOFF, SyntheticConfig, synthetic_dataset
@@ -16,14 +15,6 @@ from tunespace.evaluation.metrics import PER_USER_METRICS
 from tunespace.evaluation.significance import holm, paired_test
 from tunespace.recommenders.base import Recommender
 from tunespace.reports.study import per_seed_frame, seed_averaged, study_chart, study_frame, write_png
-
-
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_rows_are_references_then_random_init_then_one_row_per_backend():

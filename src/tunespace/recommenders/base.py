@@ -7,6 +7,7 @@ exclusion of seen items, deterministic ties) is shared in :mod:`tunespace.evalua
 from __future__ import annotations
 
 import json
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -22,6 +23,8 @@ from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError, NotFittedError, TunespaceError, UnknownIdError
 from tunespace.evaluation.ranking import Scorer, TopK, top_k
 from tunespace.io import atomic_path, write_text
+
+logger = logging.getLogger(__name__)
 
 RECOMMENDERS: dict[str, type[Recommender]] = {}
 
@@ -205,6 +208,19 @@ class Recommender(ABC):
         model._seen = seen
         model._load_state({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})
         return model
+
+
+def train_item_vectors(model: str, items: IdMap, embeddings: ItemEmbeddings | None,
+                       purpose: str = "start from") -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of the train catalogue in its order (zeros where missing) and which items have one; a content
+    model cannot place an item without one, so it is logged and never recommended."""
+    if embeddings is None:
+        raise ModelConfigError(f"{model}: give the item embeddings to {purpose} (embeddings=ItemEmbeddings)")
+    placed = np.isin(items.ids, embeddings.ids)
+    if not placed.all():
+        logger.warning("%s: %d of %d items have no embedding; they are never recommended", model, (~placed).sum(),
+                       len(placed))
+    return embeddings.aligned(items, missing="zero"), placed
 
 
 def new_item_vectors(model: str, ids: np.ndarray,

@@ -16,7 +16,6 @@ and the [MASK]. (The study trained on 300 and predicted from 50.)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,10 +27,8 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import dot_scorer, new_item_vectors, register
+from tunespace.recommenders.base import dot_scorer, new_item_vectors, register, train_item_vectors
 from tunespace.recommenders.neural import NeuralRecommender
-
-logger = logging.getLogger(__name__)
 
 PAD, MASK, SPECIAL = 0, 1, 2  # token ids; item i is token i + SPECIAL
 
@@ -164,13 +161,8 @@ class Bert4Rec(NeuralRecommender):
 
     def _content(self, train: InteractionMatrix) -> tuple[torch.Tensor | None, np.ndarray]:
         """Frozen content vectors (None for a learned table) and which items have one."""
-        if self.embeddings is None:
-            raise ModelConfigError(f"{self.name}: give the item embeddings to start from (embeddings=ItemEmbeddings)")
-        placed = np.isin(train.items.ids, self.embeddings.ids)
-        if not placed.all():
-            logger.warning("%s: %d of %d items have no embedding; they are never recommended", self.name,
-                           (~placed).sum(), len(placed))
-        return torch.from_numpy(self.embeddings.aligned(train.items, missing="zero")), placed
+        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings)
+        return torch.from_numpy(vectors), placed
 
     def _network(self, n_items: int, content: torch.Tensor | None) -> Bert4RecNetwork:
         p = self.params

@@ -4,7 +4,6 @@ knows about taste."""
 
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,9 +12,7 @@ import torch
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import Recommender, dot_scorer, new_item_vectors, register
-
-logger = logging.getLogger(__name__)
+from tunespace.recommenders.base import Recommender, dot_scorer, new_item_vectors, register, train_item_vectors
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:
@@ -47,13 +44,7 @@ class ContentKNN(Recommender):
         self._unplaced: torch.Tensor | None = None  # -inf for items without an embedding, else 0
 
     def _fit(self, train: InteractionMatrix) -> None:
-        if self.embeddings is None:
-            raise ValueError("knn: give the item embeddings to rank by (embeddings=ItemEmbeddings)")
-        vectors = self.embeddings.aligned(train.items, missing="zero")
-        placed = np.isin(train.items.ids, self.embeddings.ids)
-        if not placed.all():
-            logger.warning("knn: %d of %d items have no embedding; they are never recommended", (~placed).sum(),
-                           len(placed))
+        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="rank by")
         if self.standardize:
             self._shift, self._scale = _standardisation(vectors[placed])
             vectors = self._standardised(vectors, placed)

@@ -26,7 +26,7 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import dot_scorer, new_item_vectors, register
+from tunespace.recommenders.base import dot_scorer, new_item_vectors, register, train_item_vectors
 from tunespace.recommenders.neural import NeuralRecommender
 
 logger = logging.getLogger(__name__)
@@ -133,13 +133,7 @@ class ShallowNet(NeuralRecommender):
 
     def _item_table(self, train: InteractionMatrix) -> tuple[np.ndarray, np.ndarray]:
         """Initial item vectors and which items have one."""
-        if self.embeddings is None:
-            raise ModelConfigError(f"{self.name}: give the item embeddings to start from (embeddings=ItemEmbeddings)")
-        placed = np.isin(train.items.ids, self.embeddings.ids)
-        if not placed.all():
-            logger.warning("%s: %d of %d items have no embedding; they are never recommended", self.name,
-                           (~placed).sum(), len(placed))
-        return self.embeddings.aligned(train.items, missing="zero"), placed
+        return train_item_vectors(self.name, train.items, self.embeddings)
 
     def _build(self, train: InteractionMatrix) -> None:
         items, placed = self._item_table(train)
