@@ -217,12 +217,20 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
                  str(tmp_path / "s2-1"), "--lambda", "1", "--steps", "3", "--resume", "--device", "cpu"]) == 0
     report = __import__("json").loads((tmp_path / "s2-1" / "train_report.json").read_text())
     assert report["resumed_from"] == 2 and report["steps_run"] == 1
-    runs = [arg for name in ("s1", "s2-0", "s2-1") for arg in ("--run", str(tmp_path / name))]
+    assert main(["htcl", "finetune", "--data", str(corpus), "--init", str(tmp_path / "s1"), "--out",
+                 str(tmp_path / "s2-head"), "--pairs", "history", "--tune", "head", "--catalogue-negatives", "4",
+                 "--set", "audio.adapter_hidden=8", "--steps", "2", "--device", "cpu"]) == 0
+    report = __import__("json").loads((tmp_path / "s2-head" / "train_report.json").read_text())
+    assert report["inputs"] == "cached trunk features" and "preference_loss" in report["last"]
+    names = ("s1", "s2-0", "s2-1", "s2-head")
+    runs = [arg for name in names for arg in ("--run", str(tmp_path / name))]
     assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval"),
                  "--device", "cpu"]) == 0
     semantic = pd.read_csv(tmp_path / "eval" / "semantic.csv")
-    assert list(semantic["run"]) == ["s1", "s2-0", "s2-1"] and semantic["lambda"].tolist()[1:] == [0.0, 1.0]
-    assert set(pd.read_csv(tmp_path / "eval" / "preference.csv")["model"]) == {"knn[s1]", "knn[s2-0]", "knn[s2-1]"}
+    assert list(semantic["run"]) == list(names) and semantic["lambda"].tolist()[1:] == [0.0, 1.0, 0.5]
+    assert set(pd.read_csv(tmp_path / "eval" / "preference.csv")["model"]) == {f"knn[{n}]" for n in names}
+    tests = pd.read_csv(tmp_path / "eval" / "significance.csv")  # every run against the first, paired over users
+    assert set(tests["model"]) == {"knn[s2-0]", "knn[s2-1]", "knn[s2-head]"} and set(tests["baseline"]) == {"knn[s1]"}
     assert main(["report", "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "report.html")]) == 0
 
     class Count(HTMLParser):
@@ -233,7 +241,7 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
 
     parser = Count()
     parser.feed((tmp_path / "report.html").read_text())
-    assert parser.tags.count("table") == 2 and parser.tags.count("img") == 1
+    assert parser.tags.count("table") == 3 and parser.tags.count("img") == 1  # semantic, preference, paired tests
 
 
 def test_audio_bank_cache_is_never_reused_for_changed_audio(tmp_path):
@@ -276,3 +284,68 @@ def test_history_batches_split_across_ranks_as_one_process_sees_them(corpus, tin
         mine_rows = slice(rank * half, (rank + 1) * half)
         torch.testing.assert_close(got[: half * 2].view(half, 2, -1), profiles[mine_rows])
         torch.testing.assert_close(got[half * 2:], positives[mine_rows])
+
+
+def test_head_tuning_trains_only_the_head_on_the_frozen_trunks_window_features_with_catalogue_draws(corpus, tiny_bert, tmp_path):
+    from tunespace.contrastive.htcl import BatchMaker, TrunkFeatures, embed_tracks
+
+    data = Corpus.load(corpus, "2025-01-01")
+    first = tiny_config(tiny_bert)
+    model1, batches1 = make_stage(data, first, DistributedContext(), cache=tmp_path / "cache")
+    train_loop(model1, batches1, first.train, tmp_path / "s1")
+    with pytest.raises(ConfigError, match="needs a run to start from"):
+        make_stage(data, tiny_config(tiny_bert, tune="head"), DistributedContext(), cache=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="tune must be one of all, head"):
+        tiny_config(tiny_bert, tune="top")
+
+    config = tiny_config(tiny_bert, tune="head", preference_sources={"history": {"profile_size": 2}},
+                         semantic_weight=0.5, anchor_weight=0.5, catalogue_negatives=6)
+    config.audio.adapter_hidden = 8
+    model, batches = make_stage(data, config, DistributedContext(), cache=tmp_path / "cache",
+                                init_from=tmp_path / "s1/last.pt")
+    bank = batches.bank
+    # the zero-initialised adapter leaves the stage-1 space untouched at the start
+    np.testing.assert_allclose(embed_tracks(model, bank, 2.0), embed_tracks(model1, bank, 2.0), atol=1e-6)
+    # a cached feature is the trunk's pooled output for that window of the track, computed alone
+    features = batches.features
+    track = 5
+    windows = bank.segments(track, 2.0)
+    with torch.no_grad():
+        alone = model.audio.pool(torch.from_numpy(windows[1])[None], torch.tensor([len(windows[1])]))
+    torch.testing.assert_close(features.features[features.starts[track] + 1], alone[0], rtol=1e-4, atol=1e-5)
+    assert int(features.counts[track]) == len(windows) - (len(windows[-1]) < bank.sample_rate // 2)
+    batch = batches(0)
+    assert batch.semantic_audio.ndim == 2 and batch.semantic_audio.shape[1] == 16
+    rows = len(batch.preference_weights)
+    assert batch.preference_audio.shape[0] == 3 * rows and batch.negative_audio.shape == (6, 16)
+    # the preference term ranks each profile against the batch's positives and the catalogue draws
+    with torch.no_grad():
+        embedded = model.audio.head(batch.preference_audio)
+        profiles = torch.nn.functional.normalize(embedded[: 2 * rows], dim=-1).view(rows, 2, -1).mean(1)
+        expected = model.preference_loss(profiles, embedded[2 * rows:], model.audio.head(batch.negative_audio),
+                                         batch.positive_tracks, batch.negative_tracks, batch.preference_weights)
+        torch.testing.assert_close(model(batch)["preference_loss"], expected["loss"])
+    halves = [BatchMaker(bank, config, batches.semantic, batches.preference, DistributedContext(rank=r, world_size=2),
+                         features)(0) for r in range(2)]
+    torch.testing.assert_close(torch.cat([h.negative_audio for h in halves]), batch.negative_audio)
+    assert torch.equal(torch.cat([h.negative_tracks for h in halves]), batch.negative_tracks)
+
+    trunk = {k: v.clone() for k, v in model.audio.state_dict().items()
+             if not k.startswith(("projection.", "adapter."))}
+    head = {k: v.clone() for k, v in model.audio.state_dict().items() if k.startswith(("projection.", "adapter."))}
+    report = train_loop(model, batches, config.train, tmp_path / "s2")
+    assert {"preference_loss", "semantic_loss", "anchor_loss"} <= set(report.history[-1])
+    state = model.audio.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trunk.items())
+    assert all(not torch.equal(state[k], v) for k, v in head.items())  # projection and both adapter layers learn
+
+    # what training saw is what evaluation embeds: the head on a window's features = the tower on its audio
+    with torch.no_grad():
+        direct = torch.nn.functional.normalize(model.audio(torch.from_numpy(windows[1])[None],
+                                                           torch.tensor([len(windows[1])])), dim=-1)
+        cached = torch.nn.functional.normalize(model.audio.head(features.features[features.starts[track] + 1]), dim=-1)
+    torch.testing.assert_close(direct[0], cached, rtol=1e-4, atol=1e-5)
+    # a second stage on the same trunk reads the features from the cache file instead of recomputing them
+    assert len(list((tmp_path / "cache").glob("trunk-*.pt"))) == 1
+    again = TrunkFeatures.compute(model.audio, bank, 2.0, tmp_path / "cache")
+    assert torch.equal(again.features, features.features) and torch.equal(again.owners, features.owners)

@@ -1,4 +1,5 @@
-"""InfoNCE and the distillation anchor: hand-computed values, symmetry, weights, temperature clamp, DDP."""
+"""InfoNCE, the catalogue softmax and the distillation anchor: hand-computed values, symmetry, weights, masking,
+temperature clamp, DDP."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tunespace.contrastive.losses import AnchorDistillation, InfoNCE
+from tunespace.contrastive.losses import AnchorDistillation, CatalogueSoftmax, InfoNCE
 
 
 def reference_infonce(a: np.ndarray, b: np.ndarray, temperature: float) -> float:
@@ -70,3 +71,66 @@ def test_distillation_is_zero_at_the_reference_and_grows_with_angle():
     x = torch.randn(5, 8)
     assert anchor(x, x)["loss"].item() == pytest.approx(0.0, abs=1e-6)
     assert anchor(x, -x)["loss"].item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_catalogue_softmax_by_hand_masks_a_draw_that_is_the_rows_own_positive():
+    # anchors e0, e1; positives e0 (track 7), e1 (track 8); drawn tracks 7 (= row 0's positive) and 9 (along e0)
+    anchors, positives = torch.eye(3)[:2], torch.eye(3)[:2]
+    negatives = torch.stack([torch.eye(3)[0], torch.eye(3)[0]])
+    terms = CatalogueSoftmax(temperature=0.5)(anchors, positives, negatives, torch.tensor([7, 8]),
+                                              torch.tensor([7, 9]))
+    # row 0: logits [2, 0 | masked, 2]; row 1: [0, 2 | 0, 0]
+    row0 = -2.0 + math.log(math.exp(2.0) + 1.0 + math.exp(2.0))
+    row1 = -2.0 + math.log(1.0 + math.exp(2.0) + 1.0 + 1.0)
+    assert terms["loss"].item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert terms["accuracy"].item() == pytest.approx(0.5)  # row 0 ties its positive with a true negative: a miss
+
+
+def test_catalogue_softmax_matches_a_plain_loop_with_weights():
+    rng = np.random.default_rng(3)
+    a, b, c = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(6, 4))
+    positive_ids, negative_ids = np.array([0, 1, 2, 3, 4]), np.array([9, 2, 8, 8, 0, 7])
+    weights = np.array([1.0, 0.5, 0.0, 2.0, 1.0])
+    unit = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b, c)]
+    total = 0.0
+    for i in range(5):
+        logits = [float(unit[0][i] @ unit[1][j]) / 0.2 for j in range(5)]
+        logits += [float(unit[0][i] @ unit[2][j]) / 0.2 for j in range(6) if negative_ids[j] != positive_ids[i]]
+        total += weights[i] * (-logits[i] + math.log(sum(math.exp(v) for v in logits)))
+    terms = CatalogueSoftmax(temperature=0.2)(*(torch.tensor(x) for x in (a, b, c, positive_ids, negative_ids,
+                                                                          weights)))
+    assert terms["loss"].item() == pytest.approx(total / weights.sum(), rel=1e-6)
+
+
+def _catalogue_worker(rank: int, world: int, rendezvous: str, inputs: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    mine = {k: (v.chunk(world)[rank].clone().requires_grad_(v.is_floating_point())) for k, v in inputs.items()}
+    terms = CatalogueSoftmax(temperature=0.1)(mine["anchors"], mine["positives"], mine["negatives"],
+                                              mine["positive_ids"], mine["negative_ids"], mine["weights"])
+    terms["loss"].backward()
+    torch.save({"loss": terms["loss"].item(), **{k: mine[k].grad for k in ("anchors", "positives", "negatives")}},
+               f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_catalogue_softmax_under_ddp_has_the_whole_batch_loss_and_gradients(tmp_path):
+    import torch.multiprocessing as mp
+
+    generator = torch.Generator().manual_seed(5)
+    inputs = {"anchors": torch.randn(6, 4, generator=generator), "positives": torch.randn(6, 4, generator=generator),
+              "negatives": torch.randn(8, 4, generator=generator), "positive_ids": torch.arange(6),
+              "negative_ids": torch.tensor([1, 9, 3, 9, 9, 5, 9, 0]), "weights": torch.rand(6, generator=generator)}
+    mp.spawn(_catalogue_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", inputs, str(tmp_path / "rank")),
+             nprocs=2, join=True)
+    whole = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
+    terms = CatalogueSoftmax(temperature=0.1)(whole["anchors"], whole["positives"], whole["negatives"],
+                                              whole["positive_ids"], whole["negative_ids"], whole["weights"])
+    terms["loss"].backward()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank.{rank}")
+        assert got["loss"] == pytest.approx(terms["loss"].item(), rel=1e-6)
+        for name in ("anchors", "positives", "negatives"):  # each rank: 2 x its rows' share (DDP then averages)
+            torch.testing.assert_close(got[name], 2 * whole[name].grad.chunk(2)[rank], rtol=1e-5, atol=1e-7)

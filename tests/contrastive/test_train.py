@@ -80,9 +80,11 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path):
 
 
 def _ddp_worker(rank: int, world: int, folder: str) -> None:
-    os.environ.update({"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ["TEST_DDP_PORT"]})
+    os.environ.update({"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
+    # a file rendezvous: a free port probed in the parent can be taken by another process before the workers bind it
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                                         world_size=world)
     context = init_distributed("cpu")
     model = Toy()
     model.drop.p = 0.0  # dropout masks differ across ranks by design
@@ -93,11 +95,6 @@ def _ddp_worker(rank: int, world: int, folder: str) -> None:
 
 
 def test_two_ddp_processes_take_the_same_steps_as_one(tmp_path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        os.environ["TEST_DDP_PORT"] = str(probe.getsockname()[1])
     mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     single = Toy()
     single.drop.p = 0.0

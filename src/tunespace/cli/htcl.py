@@ -59,23 +59,26 @@ def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, 
         summary = {"steps_run": report.steps_run, "resumed_from": report.resumed_from,
                    "skipped_steps": report.skipped_steps, "seconds": report.seconds,
                    "clips_per_second": report.examples_per_second * _clips_per_example(config),
+                   "inputs": "audio clips" if config.stage.tune == "all" else "cached trunk features",
                    "world_size": context.world_size, "threads": torch.get_num_threads(),
                    "last": report.history[-1] if report.history else {}}
         (out / "train_report.json").write_text(json.dumps(summary, indent=2))
+        unit = "clips/s" if config.stage.tune == "all" else "windows/s from cached trunk features"
         console.print(f"{out}: {report.steps_run} steps in {report.seconds:.0f} s "
-                      f"({summary['clips_per_second']:.1f} clips/s, {context.world_size} process(es)); "
+                      f"({summary['clips_per_second']:.1f} {unit}, {context.world_size} process(es)); "
                       f"last: {json.dumps({k: round(v, 4) for k, v in summary['last'].items()})}", soft_wrap=True)
 
 
-def _clips_per_example(config) -> int:
+def _clips_per_example(config) -> float:
     """Audio clips one batch row costs: a semantic clip (when lambda > 0), plus an anchor (or a profile of several
-    tracks) and a positive per preference pair."""
+    tracks) and a positive per preference pair, plus its share of the catalogue draws."""
     stage = config.stage
-    clips = 1 if stage.semantic_weight > 0 and stage.semantic_sources else 0
+    clips = 1.0 if stage.semantic_weight > 0 and stage.semantic_sources else 0.0
     if stage.preference_sources:
         history = stage.preference_sources.get("history")
         clips += (int((history or {}).get("profile_size", PREFERENCE_SOURCES["history"]["profile_size"]))
                   if history is not None else 1) + 1
+        clips += stage.catalogue_negatives / config.train.batch_size
     return clips
 
 
@@ -135,6 +138,12 @@ def finetune(
     pairs: Annotated[str, typer.Option(help="Preference pair sources: session and/or playlist (track-track), or "
                                              "history (a listener's profile -> one more of their tracks).")]
     = DEFAULT_PAIRS,
+    tune: Annotated[str, typer.Option(help="all: the whole audio tower on random crops; head: the stage-1 trunk "
+                                           "frozen, its window features cached, the projection (and adapter) "
+                                           "trained: minutes on a CPU.")] = "all",
+    catalogue_negatives: Annotated[int, typer.Option(
+        help="Also rank each preference anchor against this many tracks drawn uniformly from the catalogue "
+             "(0: in-batch negatives only).")] = 0,
     steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.0003.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
@@ -150,7 +159,8 @@ def finetune(
                           f"{', '.join(PREFERENCE_SOURCES)}")
     sources = {name: dict(PREFERENCE_SOURCES[name]) for name in names}
     overrides: dict[str, object] = {"stage.preference_sources": sources, "stage.semantic_weight": semantic_weight,
-                                    "stage.anchor_weight": anchor_weight}
+                                    "stage.anchor_weight": anchor_weight, "stage.tune": tune,
+                                    "stage.catalogue_negatives": catalogue_negatives}
     overrides.update(_overrides(set_))
     if steps is not None:
         overrides["train.steps"] = steps
@@ -166,6 +176,9 @@ def evaluate(
     embeddings: Annotated[list[Path] | None, typer.Option(
         help="Other embeddings (e.g. mfcc, musicnn from `tunespace embed`) to rank beside the runs.")] = None,
     models: Annotated[str, typer.Option(help="Content recommenders to run on every embedding set.")] = "knn",
+    control: Annotated[str | None, typer.Option(
+        help="The run (folder name) every other set is tested against, paired over users; default the first run.")]
+    = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Semantic retrieval, zero-shot tagging and probe on held-out tracks; recommendation on the temporal protocol."""
@@ -192,22 +205,33 @@ def evaluate(
         sets[folder.name] = vectors
         with console.status(f"semantic evaluation of {folder.name}"):
             semantic = semantic_evaluation(model, bank, corpus, vectors.vectors)
-        rows.append({"run": folder.name, "lambda": config.stage.semantic_weight if config.stage.preference_sources
-                     else None, "mu": config.stage.anchor_weight, **semantic.flat()})
+        learns_preference = any(float((options or {}).get("weight", 1.0)) > 0
+                                for options in config.stage.preference_sources.values())
+        rows.append({"run": folder.name, "lambda": config.stage.semantic_weight if learns_preference else None,
+                     "mu": config.stage.anchor_weight, **semantic.flat()})  # a control (weights 0) is no lambda point
     semantic_frame = pd.DataFrame(rows)
     write_parquet(semantic_frame, out / "semantic.parquet")
     semantic_frame.to_csv(out / "semantic.csv", index=False)
     shown = semantic_frame[["run", "t2a_R@1", "t2a_R@10", "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10",
                             "tagging_macro_roc_auc", "tagging_macro_pr_auc", "probe_family_accuracy"]]
     _show(shown.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v), "semantic space (held-out tracks)")
+    control = control or run[0].name
     with console.status("recommendation on the temporal protocol"):
         preference = preference_evaluation(data, load_config(run[0] / "config.yaml").cutoff, sets,
-                                           tuple(m.strip() for m in models.split(",")))
-    preference.to_csv(out / "preference.csv", index=False)
+                                           tuple(m.strip() for m in models.split(",")), control=control)
+    preference.table.to_csv(out / "preference.csv", index=False)
     from tunespace.reports.tables import formatted
 
-    _show(formatted(preference), "preference space: temporal protocol, test users")
-    console.print(f"wrote {out}/semantic.csv, {out}/preference.csv and the track embeddings")
+    _show(formatted(preference.table), "preference space: temporal protocol, test users")
+    if not preference.tests.empty:
+        preference.tests.to_csv(out / "significance.csv", index=False)
+        shown = preference.tests[["model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm"]].copy()
+        for column in ("mean_difference", "t_p_holm", "wilcoxon_p_holm"):
+            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+        _show(shown, f"NDCG@50 against {control}: paired tests, Holm-corrected")
+    console.print(f"wrote {out}/semantic.csv, {out}/preference.csv"
+                  f"{', ' + str(out / 'significance.csv') if not preference.tests.empty else ''} and the track "
+                  "embeddings")
 
 
 def htcl_report(evaluation: Path, out: Path) -> Path:
@@ -233,6 +257,10 @@ def htcl_report(evaluation: Path, out: Path) -> Path:
         Table(preference, caption="content recommenders over each embedding set",
               best={"ndcg@50": "max", "hit_rate@50": "max", "recall@50": "max"}),
     ]
+    if (evaluation / "significance.csv").exists():
+        tests = pd.read_csv(evaluation / "significance.csv")
+        sections.append(Table(tests[["model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm"]],
+                              caption="NDCG@50 against the control run: paired over test users, Holm-corrected"))
     staged = merged.dropna(subset=["lambda"]) if "lambda" in merged else merged.iloc[:0]
     if len(staged) >= 2:
         sections += [Heading("Semantic retrieval against recommendation quality over lambda"),

@@ -103,15 +103,29 @@ def track_embeddings(model: HTCL, bank: AudioBank) -> ItemEmbeddings:
     return ItemEmbeddings(ids=bank.ids, vectors=vectors)
 
 
+@dataclass
+class PreferenceResult:
+    table: pd.DataFrame  # HR/Recall/NDCG@50 of each (model, embedding set) with intervals
+    tests: pd.DataFrame  # NDCG@50 of each set against the control set, same model, paired over users (Holm)
+
+
 def preference_evaluation(corpus_dir: Path, cutoff: str, embeddings: dict[str, ItemEmbeddings],
-                          models: tuple[str, ...] = ("knn",), seed: int = 42) -> pd.DataFrame:
-    """HR/Recall/NDCG@50 of content recommenders over each embedding set, temporal protocol, test users."""
+                          models: tuple[str, ...] = ("knn",), seed: int = 42, control: str | None = None
+                          ) -> PreferenceResult:
+    """HR/Recall/NDCG@50 of content recommenders over each embedding set, temporal protocol, test users; with a
+    `control` (one of the embedding names), paired tests of every other set against it in each model."""
     from tunespace.data.dataset import Dataset
     from tunespace.data.splits import SplitConfig, temporal_split
     from tunespace.evaluation.benchmark import model_specs, run_benchmark
+    from tunespace.evaluation.evaluate import compare_pairs
     from tunespace.reports.tables import results_frame
 
+    if control is not None and control not in embeddings:
+        raise ValueError(f"control {control!r} is not among the embedding sets ({', '.join(embeddings)})")
     dataset = Dataset.load(corpus_dir)
     split = temporal_split(dataset.interactions, SplitConfig(cutoff=cutoff, seed=seed))
     run = run_benchmark(split, model_specs(list(models), embeddings), ks=(50,), part="test")
-    return results_frame(run.results)
+    pairs = [(f"{model}[{name}]", f"{model}[{control}]") for model in models for name in embeddings
+             if control is not None and name != control and f"{model}[{name}]" in run.results]
+    tests = compare_pairs(run.results, pairs, "ndcg@50") if pairs else pd.DataFrame()
+    return PreferenceResult(results_frame(run.results), tests)

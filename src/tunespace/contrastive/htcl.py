@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch import nn
 
 from tunespace.audio.decode import AudioDecodeError
 from tunespace.audio.stream import stream_segments
-from tunespace.contrastive.losses import AnchorDistillation, InfoNCE
+from tunespace.contrastive.losses import AnchorDistillation, CatalogueSoftmax, InfoNCE
 from tunespace.contrastive.pairs import PairContext, PairSource, make_pair_source, sample_mixed
 from tunespace.contrastive.train import DistributedContext, TrainConfig
 from tunespace.encoders.audio_encoder import AudioEncoder, AudioEncoderConfig
@@ -37,6 +38,8 @@ from tunespace.errors import TunespaceError
 logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+TUNE_MODES = ("all", "head")
+AudioInput = tuple[torch.Tensor, torch.Tensor] | torch.Tensor  # (waveforms, lengths), or pooled trunk features
 
 
 class ConfigError(TunespaceError, ValueError):
@@ -53,6 +56,14 @@ class StageConfig:
     semantic_weight: float = 1.0  # lambda: weight of the audio-text loss (in stage 2, semantic preservation)
     anchor_weight: float = 0.0  # mu: weight of the distillation to the frozen stage-1 audio embeddings
     crop_seconds: float = 10.0
+    tune: str = "all"  # "all": the whole audio tower on random crops; "head": the stage-1 trunk frozen (see TrunkFeatures)
+    catalogue_negatives: int = 0  # > 0: preference anchors ranked against this many uniform catalogue draws too
+
+    def __post_init__(self) -> None:
+        if self.tune not in TUNE_MODES:
+            raise ValueError(f"tune must be one of {', '.join(TUNE_MODES)}, got {self.tune!r}")
+        if self.catalogue_negatives < 0:
+            raise ValueError(f"catalogue_negatives must be >= 0, got {self.catalogue_negatives}")
 
 
 @dataclass
@@ -124,8 +135,8 @@ class AudioBank:
         self.max_samples = int(max_seconds * sample_rate)
         self.ids = tracks["track_id"].astype(str).to_numpy()
         paths = [Path(root) / str(p) for p in tracks["audio_path"]]
-        cache_path = (Path(cache) / f"audio-{sample_rate}-{len(tracks)}-{self._fingerprint(paths)}.npy"
-                      if cache else None)
+        self.fingerprint = self._fingerprint(paths)
+        cache_path = Path(cache) / f"audio-{sample_rate}-{len(tracks)}-{self.fingerprint}.npy" if cache else None
         lengths_path = cache_path.with_suffix(".lengths.npy") if cache_path else None
         if cache_path is not None and cache_path.exists() and lengths_path.exists():
             self.audio = np.load(cache_path, mmap_mode="r")
@@ -180,13 +191,91 @@ class AudioBank:
         signal = self.audio[track, : self.lengths[track]] / 32767.0
         return [signal[start:start + size].astype(np.float32) for start in range(0, max(len(signal), 1), size)]
 
+    def windows(self, indices: np.ndarray, seconds: float) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every window of the tracks at `indices` and, per window, its position in `indices`. A trailing sliver
+        under 0.5 s says little and would weigh as much as a whole window, so it is dropped."""
+        owners: list[int] = []
+        windows: list[np.ndarray] = []
+        for row, track in enumerate(indices):
+            pieces = self.segments(int(track), seconds)
+            if len(pieces) > 1 and len(pieces[-1]) < self.sample_rate // 2:
+                pieces = pieces[:-1]
+            owners += [row] * len(pieces)
+            windows += pieces
+        return np.asarray(owners, dtype=np.int64), windows
+
+
+@torch.no_grad()
+def pooled_windows(encoder: AudioEncoder, bank: AudioBank, seconds: float, batch_size: int = 32,
+                   indices: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(owners, pooled trunk features) per batch of windows, streamed so a large catalogue never sits in memory
+    as audio; owners are positions in `indices` (default: every track)."""
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    owners, windows = bank.windows(np.arange(len(bank.ids)) if indices is None else indices, seconds)
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start:start + batch_size]
+        lengths = torch.tensor([len(w) for w in chunk])
+        waveforms = torch.zeros(len(chunk), int(lengths.max()))
+        for row, window in enumerate(chunk):
+            waveforms[row, : len(window)] = torch.from_numpy(window)
+        yield torch.from_numpy(owners[start:start + batch_size]), encoder.pool(waveforms.to(device), lengths.to(device))
+
+
+class TrunkFeatures:
+    """The frozen trunk's pooled features of every window of every track (`tune: head`).
+
+    With the trunk frozen, a track window's features never change, so they are computed once (and cached on disk,
+    named by a hash of the trunk's weights and of the audio) and a training step costs a few small matrix products
+    instead of a pass through the audio tower: thousands of steps fit in minutes on a CPU. Training draws one of a
+    track's fixed windows at random where `tune: all` draws a random crop."""
+
+    def __init__(self, features: torch.Tensor, owners: torch.Tensor, n_tracks: int) -> None:
+        self.features, self.owners = features, owners
+        self.counts = torch.bincount(owners, minlength=n_tracks)
+        if bool((self.counts == 0).any()):
+            raise ValueError("every track needs at least one window")
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    @classmethod
+    def compute(cls, encoder: AudioEncoder, bank: AudioBank, seconds: float, cache: str | Path | None = None
+                ) -> TrunkFeatures:
+        digest = hashlib.sha1(f"{bank.fingerprint}:{seconds}".encode())
+        for parameter in encoder.trunk_parameters():
+            digest.update(parameter.detach().cpu().numpy().tobytes())
+        path = Path(cache) / f"trunk-{digest.hexdigest()[:16]}.pt" if cache else None
+        if path is not None and path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(saved["features"], saved["owners"], len(bank.ids))
+        parts = [(owners, pooled.cpu()) for owners, pooled in pooled_windows(encoder, bank, seconds, batch_size=64)]
+        owners, features = torch.cat([o for o, _ in parts]), torch.cat([f for _, f in parts])
+        if path is not None:
+            from tunespace.io import atomic_path
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save({"features": features, "owners": owners}, tmp)
+        return cls(features, owners, len(bank.ids))
+
+    def draw(self, tracks: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """(n, width): one window of each track, chosen at random."""
+        tracks = torch.from_numpy(np.asarray(tracks, dtype=np.int64))
+        counts = self.counts[tracks].numpy()
+        picks = torch.from_numpy(rng.integers(0, counts))
+        return self.features[self.starts[tracks] + picks]
+
 
 @dataclass
 class HTCLBatch:
-    semantic_audio: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Audio comes as (waveforms, lengths), or under `tune: head` as (n, width) pooled trunk features."""
+
+    semantic_audio: AudioInput | None = None
     semantic_texts: list[str] | None = None
     semantic_weights: torch.Tensor | None = None
-    preference_audio: tuple[torch.Tensor, torch.Tensor] | None = None  # anchors then positives, stacked
+    preference_audio: AudioInput | None = None  # anchors then positives, stacked
+    positive_tracks: torch.Tensor | None = None  # with catalogue negatives: the positives' and the draws' track ids
+    negative_audio: AudioInput | None = None
+    negative_tracks: torch.Tensor | None = None
     preference_weights: torch.Tensor | None = None
     profile_size: int = 0  # > 0: each anchor is this many clips (a listener's profile), embedded as their mean
 
@@ -200,7 +289,7 @@ class HTCL(nn.Module):
         self.audio = AudioEncoder(config.audio)
         self.text = text if text is not None else TextEncoder(config.text)
         self.semantic_loss = InfoNCE()
-        self.preference_loss = InfoNCE()
+        self.preference_loss = CatalogueSoftmax() if config.stage.catalogue_negatives else InfoNCE()
         self.anchor_loss = AnchorDistillation()
         self.reference: AudioEncoder | None = None
         self.checkpoint_excludes: tuple[str, ...] = ("reference.",) + (("text.backbone.",) if config.text.frozen
@@ -216,26 +305,31 @@ class HTCL(nn.Module):
         total = torch.zeros((), device=device)
         terms: dict[str, torch.Tensor] = {}
         if batch.semantic_audio is not None and stage.semantic_weight > 0:
-            waveforms, lengths = (t.to(device) for t in batch.semantic_audio)
-            semantic = self.semantic_loss(self.audio(waveforms, lengths), self.text(batch.semantic_texts),
+            semantic = self.semantic_loss(_embed(self.audio, batch.semantic_audio, device),
+                                          self.text(batch.semantic_texts),
                                           batch.semantic_weights.to(device))
             total = total + stage.semantic_weight * semantic["loss"]
             terms.update({f"semantic_{k}": v for k, v in semantic.items()})
         if batch.preference_audio is not None:
-            waveforms, lengths = (t.to(device) for t in batch.preference_audio)
-            embedded = self.audio(waveforms, lengths)
+            embedded = _embed(self.audio, batch.preference_audio, device)
             rows = len(embedded) // ((batch.profile_size or 1) + 1)
             anchors, positives = embedded[:-rows], embedded[-rows:]
             if batch.profile_size:  # a listener is the mean of their tracks' unit vectors, as content KNN sees them
                 anchors = F.normalize(anchors, dim=-1).view(rows, batch.profile_size, -1).mean(dim=1)
-            preference = self.preference_loss(anchors, positives, batch.preference_weights.to(device))
+            weights = batch.preference_weights.to(device)
+            if batch.negative_audio is not None:
+                negatives = _embed(self.audio, batch.negative_audio, device)
+                preference = self.preference_loss(anchors, positives, negatives, batch.positive_tracks,
+                                                  batch.negative_tracks, weights)
+            else:
+                preference = self.preference_loss(anchors, positives, weights)
             total = total + preference["loss"]
             terms.update({f"preference_{k}": v for k, v in preference.items()})
             if stage.anchor_weight > 0:
                 if self.reference is None:
                     raise ConfigError("anchor_weight > 0 needs a stage-1 reference (freeze_reference)")
                 with torch.no_grad():
-                    reference = self.reference(waveforms, lengths)
+                    reference = _embed(self.reference, batch.preference_audio, device)
                 anchor = self.anchor_loss(embedded, reference)
                 total = total + stage.anchor_weight * anchor["loss"]
                 terms.update({f"anchor_{k}": v for k, v in anchor.items()})
@@ -243,15 +337,31 @@ class HTCL(nn.Module):
         return terms
 
 
+def _embed(encoder: AudioEncoder, audio: AudioInput, device: torch.device) -> torch.Tensor:
+    if isinstance(audio, torch.Tensor):
+        return encoder.head(audio.to(device))
+    waveforms, lengths = (t.to(device) for t in audio)
+    return encoder(waveforms, lengths)
+
+
 class BatchMaker:
     """Draws step s's global batch from a generator seeded by (seed, s) and returns this rank's slice, so every
     rank agrees on the batch, a resumed run sees the same data, and 1 or N processes train on the same pairs."""
 
     def __init__(self, bank: AudioBank, config: HTCLConfig, semantic: list[PairSource],
-                 preference: list[PairSource], context: DistributedContext | None = None) -> None:
+                 preference: list[PairSource], context: DistributedContext | None = None,
+                 features: TrunkFeatures | None = None) -> None:
         self.bank, self.config = bank, config
         self.semantic, self.preference = semantic, preference
         self.context = context or DistributedContext()
+        self.features = features
+
+    def _audio(self, tracks: np.ndarray, rng: np.random.Generator, rows: slice | np.ndarray) -> AudioInput:
+        """This rank's `rows` of the audio of `tracks`: random crops, or random windows' trunk features."""
+        if self.features is not None:
+            return self.features.draw(tracks, rng)[rows]
+        waveforms, lengths = self.bank.crops(tracks, self.config.stage.crop_seconds, rng)
+        return waveforms[rows], lengths[rows]
 
     def _slice(self, count: int) -> slice:
         per_rank = count // self.context.world_size
@@ -259,14 +369,12 @@ class BatchMaker:
 
     def __call__(self, step: int) -> HTCLBatch:
         rng = np.random.default_rng([self.config.train.seed, step])
-        crop = self.config.stage.crop_seconds
         batch = HTCLBatch()
         n = self.config.train.batch_size
         if self.semantic and self.config.stage.semantic_weight > 0:
             pairs = sample_mixed(self.semantic, rng, n)
             part = self._slice(len(pairs.anchors))
-            waveforms, lengths = self.bank.crops(pairs.anchors, crop, rng)
-            batch.semantic_audio = (waveforms[part], lengths[part])
+            batch.semantic_audio = self._audio(pairs.anchors, rng, part)
             batch.semantic_texts = list(pairs.positives)[part]
             batch.semantic_weights = torch.from_numpy(pairs.weights[part])
         if self.preference:
@@ -274,13 +382,19 @@ class BatchMaker:
             count = len(pairs.anchors)
             size = pairs.anchors.shape[1] if pairs.anchors.ndim == 2 else 1
             part = self._slice(count)
-            waveforms, lengths = self.bank.crops(np.concatenate([pairs.anchors.reshape(-1),
-                                                                 np.asarray(pairs.positives)]), crop, rng)
             mine = np.arange(count)[part]
             rows = np.concatenate([(mine[:, None] * size + np.arange(size)).reshape(-1), count * size + mine])
-            batch.preference_audio = (waveforms[rows], lengths[rows])  # this rank's anchors, then its positives
+            tracks = np.concatenate([pairs.anchors.reshape(-1), np.asarray(pairs.positives)])
+            batch.preference_audio = self._audio(tracks, rng, rows)  # this rank's anchors, then its positives
             batch.profile_size = size if pairs.anchors.ndim == 2 else 0
             batch.preference_weights = torch.from_numpy(pairs.weights[part])
+            draws = self.config.stage.catalogue_negatives
+            if draws:  # drawn after everything else, so the other draws of a step stay what they were
+                negatives = rng.integers(0, len(self.bank.ids), draws)
+                batch.positive_tracks = torch.from_numpy(np.asarray(pairs.positives, dtype=np.int64)[part])
+                mine = self._slice(draws)
+                batch.negative_audio = self._audio(negatives, rng, mine)
+                batch.negative_tracks = torch.from_numpy(negatives[mine])
         return batch
 
 
@@ -301,29 +415,14 @@ def embed_tracks(model: HTCL, bank: AudioBank, seconds: float, batch_size: int =
                  indices: np.ndarray | None = None) -> np.ndarray:
     """(n, embed_dim) L2-normalised track embeddings: the mean of the embeddings of the track's windows."""
     model.eval()
-    device = next(model.audio.parameters()).device
-    indices = np.arange(len(bank.ids)) if indices is None else indices
-    owners: list[int] = []
-    windows: list[np.ndarray] = []
-    for row, track in enumerate(indices):
-        pieces = bank.segments(int(track), seconds)
-        if len(pieces) > 1 and len(pieces[-1]) < bank.sample_rate // 2:
-            pieces = pieces[:-1]  # a trailing sliver under 0.5 s says little and would weigh as much as a window
-        owners += [row] * len(pieces)
-        windows += pieces
-    sums = torch.zeros(len(indices), model.config.audio.embed_dim)
-    counts = torch.zeros(len(indices))
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start:start + batch_size]
-        lengths = torch.tensor([len(w) for w in chunk])
-        waveforms = torch.zeros(len(chunk), int(lengths.max()))
-        for row, window in enumerate(chunk):
-            waveforms[row, : len(window)] = torch.from_numpy(window)
-        embedded = torch.nn.functional.normalize(model.audio(waveforms.to(device), lengths.to(device)), dim=-1).cpu()
-        owner = torch.tensor(owners[start:start + batch_size])
-        sums.index_add_(0, owner, embedded)
-        counts.index_add_(0, owner, torch.ones(len(chunk)))
-    return torch.nn.functional.normalize(sums / counts.clamp_min(1)[:, None], dim=-1).numpy()
+    count = len(bank.ids) if indices is None else len(indices)
+    sums = torch.zeros(count, model.config.audio.embed_dim)
+    counts = torch.zeros(count)
+    for owners, pooled in pooled_windows(model.audio, bank, seconds, batch_size, indices):
+        embedded = F.normalize(model.audio.head(pooled), dim=-1).cpu()
+        sums.index_add_(0, owners, embedded)
+        counts.index_add_(0, owners, torch.ones(len(owners)))
+    return F.normalize(sums / counts.clamp_min(1)[:, None], dim=-1).numpy()
 
 
 @torch.no_grad()
@@ -368,13 +467,16 @@ class Corpus:
                            self.cutoff, allowed)
 
 
-def build_model(config: HTCLConfig, device: torch.device, checkpoint: str | Path | None = None) -> HTCL:
+def build_model(config: HTCLConfig, device: torch.device, checkpoint: str | Path | None = None,
+                new_parts: tuple[str, ...] = ()) -> HTCL:
+    """The model, with the weights of `checkpoint` if given; parameters under the `new_parts` prefixes may be
+    absent from it (a stage-2 adapter starting from a stage-1 run) and keep their initial values."""
     model = HTCL(config)
     if checkpoint is not None:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
         unexpected = [k for k in unexpected if not k.startswith(model.checkpoint_excludes)]
-        missing = [k for k in missing if not k.startswith(model.checkpoint_excludes)]
+        missing = [k for k in missing if not k.startswith(model.checkpoint_excludes + new_parts)]
         if unexpected or missing:
             raise ConfigError(f"{checkpoint}: does not fit this config (missing {missing[:3]}, unexpected "
                               f"{unexpected[:3]})")
@@ -390,16 +492,24 @@ def save_config(config: HTCLConfig, path: Path) -> None:
 def make_stage(corpus: Corpus, config: HTCLConfig, context: DistributedContext, cache: Path | None,
                init_from: str | Path | None = None) -> tuple[HTCL, BatchMaker]:
     """Model and batches of one stage. Semantic pairs skip held-out tracks; preference pairs come from the train
-    interactions (and playlists made before the cutoff) only."""
+    interactions (and playlists made before the cutoff) only. Under `tune: head` the trunk of the `init_from` run is
+    frozen and its window features computed (or read from `cache`) up front."""
+    if config.stage.tune == "head" and init_from is None:
+        raise ConfigError("stage.tune=head freezes a trained trunk, so it needs a run to start from (--init)")
     torch.manual_seed(config.train.seed)
     bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, cache)
     held = holdout_tracks(len(corpus.tracks), config.holdout_share, config.train.seed)
     semantic = pair_sources(config.stage.semantic_sources, corpus.pair_context(~held)) \
         if config.stage.semantic_weight > 0 else []
     preference = pair_sources(config.stage.preference_sources, corpus.pair_context())
-    model = build_model(config, context.device, init_from)
+    model = build_model(config, context.device, init_from, new_parts=("audio.adapter.",))
     texts = [text for source in semantic for text in source.texts]
     model.text.warm_cache(texts, Path(cache) / f"text-{model.text.identity}.pt" if cache else None)
     if config.stage.anchor_weight > 0:
         model.freeze_reference()
-    return model, BatchMaker(bank, config, semantic, preference, context)
+    features = None
+    if config.stage.tune == "head":
+        for parameter in model.audio.trunk_parameters():
+            parameter.requires_grad_(False)
+        features = TrunkFeatures.compute(model.audio, bank, config.stage.crop_seconds, cache)
+    return model, BatchMaker(bank, config, semantic, preference, context, features)

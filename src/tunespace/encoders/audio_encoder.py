@@ -33,6 +33,7 @@ class AudioEncoderConfig:
     ff_multiplier: int = 4
     dropout: float = 0.1
     embed_dim: int = 512  # the shared audio-text space
+    adapter_hidden: int = 0  # > 0: a residual MLP beside the projection, zero at start (a stage-2 option)
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch.Tensor:
@@ -60,6 +61,12 @@ class AudioEncoder(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(config.width)
         self.projection = nn.Linear(config.width, config.embed_dim)
+        self.adapter: nn.Sequential | None = None
+        if config.adapter_hidden > 0:
+            self.adapter = nn.Sequential(nn.Linear(config.width, config.adapter_hidden), nn.GELU(),
+                                         nn.Linear(config.adapter_hidden, config.embed_dim))
+            nn.init.zeros_(self.adapter[-1].weight)  # the encoder's space is unchanged until the adapter learns
+            nn.init.zeros_(self.adapter[-1].bias)
 
     def log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(batch, frames, n_mels) compressed mel power; log1p keeps silence finite and loud audio bounded."""
@@ -89,9 +96,23 @@ class AudioEncoder(nn.Module):
         tokens = self.transformer(tokens, src_key_padding_mask=~valid)
         return self.final_norm(tokens), valid
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(batch, embed_dim) embeddings in the shared space (not normalised; losses and retrieval normalise)."""
+    def pool(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, width) the trunk's output: token features averaged over real tokens."""
         tokens, valid = self.forward_tokens(waveforms, lengths)
         weights = valid.to(tokens.dtype)[..., None]
-        pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        return self.projection(pooled)
+        return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features into the shared space: the projection, plus the adapter when there is one."""
+        projected = self.projection(pooled)
+        return projected if self.adapter is None else projected + self.adapter(pooled)
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """Everything before the head: what `tune: head` freezes."""
+        head = {id(p) for p in self.projection.parameters()}
+        head |= {id(p) for p in self.adapter.parameters()} if self.adapter is not None else set()
+        return [p for p in self.parameters() if id(p) not in head]
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, embed_dim) embeddings in the shared space (not normalised; losses and retrieval normalise)."""
+        return self.head(self.pool(waveforms, lengths))
