@@ -231,6 +231,8 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
     assert set(pd.read_csv(tmp_path / "eval" / "preference.csv")["model"]) == {f"knn[{n}]" for n in names}
     tests = pd.read_csv(tmp_path / "eval" / "significance.csv")  # every run against the first, paired over users
     assert set(tests["model"]) == {"knn[s2-0]", "knn[s2-1]", "knn[s2-head]"} and set(tests["baseline"]) == {"knn[s1]"}
+    assert set(tests["part"]) == {"test", "cold_test"} and len(tests) == 6
+    assert set(pd.read_csv(tmp_path / "eval" / "cold.csv")["model"]) == {f"knn[{n}]" for n in names}
     assert main(["report", "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "report.html")]) == 0
 
     class Count(HTMLParser):
@@ -241,7 +243,7 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
 
     parser = Count()
     parser.feed((tmp_path / "report.html").read_text())
-    assert parser.tags.count("table") == 3 and parser.tags.count("img") == 1  # semantic, preference, paired tests
+    assert parser.tags.count("table") == 4 and parser.tags.count("img") == 1  # semantic, warm, cold, paired tests
 
 
 def test_audio_bank_cache_is_never_reused_for_changed_audio(tmp_path):
@@ -286,7 +288,7 @@ def test_history_batches_split_across_ranks_as_one_process_sees_them(corpus, tin
         torch.testing.assert_close(got[half * 2:], positives[mine_rows])
 
 
-def test_head_tuning_trains_only_the_head_on_the_frozen_trunks_window_features_with_catalogue_draws(corpus, tiny_bert, tmp_path):
+def test_head_tuning_trains_only_the_head_on_frozen_trunk_features_with_catalogue_draws(corpus, tiny_bert, tmp_path):
     from tunespace.contrastive.htcl import BatchMaker, TrunkFeatures, embed_tracks
 
     data = Corpus.load(corpus, "2025-01-01")
@@ -299,7 +301,7 @@ def test_head_tuning_trains_only_the_head_on_the_frozen_trunks_window_features_w
         tiny_config(tiny_bert, tune="top")
 
     config = tiny_config(tiny_bert, tune="head", preference_sources={"history": {"profile_size": 2}},
-                         semantic_weight=0.5, anchor_weight=0.5, catalogue_negatives=6)
+                         semantic_weight=0.5, anchor_weight=0.5, catalogue_negatives=6, popularity_correction=0.5)
     config.audio.adapter_hidden = 8
     model, batches = make_stage(data, config, DistributedContext(), cache=tmp_path / "cache",
                                 init_from=tmp_path / "s1/last.pt")
@@ -323,10 +325,16 @@ def test_head_tuning_trains_only_the_head_on_the_frozen_trunks_window_features_w
         embedded = model.audio.head(batch.preference_audio)
         profiles = torch.nn.functional.normalize(embedded[: 2 * rows], dim=-1).view(rows, 2, -1).mean(1)
         expected = model.preference_loss(profiles, embedded[2 * rows:], model.audio.head(batch.negative_audio),
-                                         batch.positive_tracks, batch.negative_tracks, batch.preference_weights)
+                                         batch.positive_tracks, batch.negative_tracks, batch.preference_weights,
+                                         batch.positive_bias, batch.negative_bias)
         torch.testing.assert_close(model(batch)["preference_loss"], expected["loss"])
+    # draws come only from tracks played before the cutoff, and carry 0.5 * log(1 + their train plays)
+    plays = data.train_plays()
+    assert (plays[batch.negative_tracks.numpy()] > 0).all() and (plays == 0).any()
+    torch.testing.assert_close(batch.negative_bias, torch.from_numpy(0.5 * np.log1p(plays[batch.negative_tracks]))
+                               .float())
     halves = [BatchMaker(bank, config, batches.semantic, batches.preference, DistributedContext(rank=r, world_size=2),
-                         features)(0) for r in range(2)]
+                         features, plays)(0) for r in range(2)]
     torch.testing.assert_close(torch.cat([h.negative_audio for h in halves]), batch.negative_audio)
     assert torch.equal(torch.cat([h.negative_tracks for h in halves]), batch.negative_tracks)
 
@@ -345,6 +353,8 @@ def test_head_tuning_trains_only_the_head_on_the_frozen_trunks_window_features_w
                                                            torch.tensor([len(windows[1])])), dim=-1)
         cached = torch.nn.functional.normalize(model.audio.head(features.features[features.starts[track] + 1]), dim=-1)
     torch.testing.assert_close(direct[0], cached, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(track_embeddings(model, bank, tmp_path / "cache").vectors,  # evaluation's shortcut
+                               embed_tracks(model, bank, 2.0), atol=1e-5)
     # a second stage on the same trunk reads the features from the cache file instead of recomputing them
     assert len(list((tmp_path / "cache").glob("trunk-*.pt"))) == 1
     again = TrunkFeatures.compute(model.audio, bank, 2.0, tmp_path / "cache")

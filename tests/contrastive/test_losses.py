@@ -134,3 +134,17 @@ def test_catalogue_softmax_under_ddp_has_the_whole_batch_loss_and_gradients(tmp_
         assert got["loss"] == pytest.approx(terms["loss"].item(), rel=1e-6)
         for name in ("anchors", "positives", "negatives"):  # each rank: 2 x its rows' share (DDP then averages)
             torch.testing.assert_close(got[name], 2 * whole[name].grad.chunk(2)[rank], rtol=1e-5, atol=1e-7)
+
+
+def test_catalogue_softmax_bias_shifts_each_candidates_logit():
+    rng = np.random.default_rng(4)
+    a, b, c = (torch.tensor(rng.normal(size=shape)) for shape in ((3, 4), (3, 4), (5, 4)))
+    positive_ids, negative_ids = torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7, 1, 8])
+    positive_bias, negative_bias = torch.tensor([0.3, -0.2, 1.0]), torch.tensor([0.0, 0.5, -1.0, 2.0, 0.1])
+    terms = CatalogueSoftmax(temperature=0.2)(a, b, c, positive_ids, negative_ids, None, positive_bias.double(),
+                                              negative_bias.double())
+    unit = [F.normalize(x, dim=1) for x in (a, b, c)]
+    logits = torch.cat([unit[0] @ unit[1].T / 0.2 + positive_bias, unit[0] @ unit[2].T / 0.2 + negative_bias], 1)
+    logits[1, 3 + 3] = float("-inf")  # track 1 is row 1's positive
+    expected = F.cross_entropy(logits, torch.arange(3))
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)

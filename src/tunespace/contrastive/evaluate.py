@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunespace.contrastive.htcl import HTCL, AudioBank, Corpus, embed_texts, embed_tracks, holdout_tracks
+from tunespace.contrastive.htcl import (HTCL, AudioBank, Corpus, TrunkFeatures, embed_texts, embed_tracks,
+                                       holdout_tracks)
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.evaluation.probe import linear_probe
 from tunespace.evaluation.retrieval import audio_to_text, retrieval_chance, text_to_audio
@@ -98,22 +99,31 @@ def semantic_evaluation(model: HTCL, bank: AudioBank, corpus: Corpus, vectors: n
         held_out_tracks=len(held))
 
 
-def track_embeddings(model: HTCL, bank: AudioBank) -> ItemEmbeddings:
-    vectors = embed_tracks(model, bank, model.config.stage.crop_seconds)
+def track_embeddings(model: HTCL, bank: AudioBank, cache: Path | None = None) -> ItemEmbeddings:
+    """Every track's embedding. A `tune: head` run reuses its trunk's cached window features when `cache` holds
+    them (the same vectors, tested), so evaluating many head runs of one trunk costs one pass over the audio."""
+    seconds = model.config.stage.crop_seconds
+    if model.config.stage.tune == "head" and cache is not None:
+        model.eval()
+        vectors = TrunkFeatures.compute(model.audio, bank, seconds, cache).track_vectors(model.audio)
+    else:
+        vectors = embed_tracks(model, bank, seconds)
     return ItemEmbeddings(ids=bank.ids, vectors=vectors)
 
 
 @dataclass
 class PreferenceResult:
     table: pd.DataFrame  # HR/Recall/NDCG@50 of each (model, embedding set) with intervals
-    tests: pd.DataFrame  # NDCG@50 of each set against the control set, same model, paired over users (Holm)
+    cold: pd.DataFrame  # the same on the cold-item test pairs (tracks first played after the cutoff)
+    tests: pd.DataFrame  # NDCG@50 of each set against the control, same model and part, paired over users
 
 
 def preference_evaluation(corpus_dir: Path, cutoff: str, embeddings: dict[str, ItemEmbeddings],
                           models: tuple[str, ...] = ("knn",), seed: int = 42, control: str | None = None
                           ) -> PreferenceResult:
-    """HR/Recall/NDCG@50 of content recommenders over each embedding set, temporal protocol, test users; with a
-    `control` (one of the embedding names), paired tests of every other set against it in each model."""
+    """HR/Recall/NDCG@50 of content recommenders over each embedding set, temporal protocol, test users, and on the
+    cold items (no train interactions: what only content can place); with a `control` (one of the embedding
+    names), paired tests of every other set against it in each model."""
     from tunespace.data.dataset import Dataset
     from tunespace.data.splits import SplitConfig, temporal_split
     from tunespace.evaluation.benchmark import model_specs, run_benchmark
@@ -124,8 +134,14 @@ def preference_evaluation(corpus_dir: Path, cutoff: str, embeddings: dict[str, I
         raise ValueError(f"control {control!r} is not among the embedding sets ({', '.join(embeddings)})")
     dataset = Dataset.load(corpus_dir)
     split = temporal_split(dataset.interactions, SplitConfig(cutoff=cutoff, seed=seed))
-    run = run_benchmark(split, model_specs(list(models), embeddings), ks=(50,), part="test")
+    run = run_benchmark(split, model_specs(list(models), embeddings), ks=(50,), part="test", cold_part="cold_test")
     pairs = [(f"{model}[{name}]", f"{model}[{control}]") for model in models for name in embeddings
              if control is not None and name != control and f"{model}[{name}]" in run.results]
-    tests = compare_pairs(run.results, pairs, "ndcg@50") if pairs else pd.DataFrame()
-    return PreferenceResult(results_frame(run.results), tests)
+    tests = pd.DataFrame()
+    if pairs:
+        parts = [compare_pairs(run.results, pairs, "ndcg@50").assign(part="test")]
+        if run.cold_results:
+            parts.append(compare_pairs(run.cold_results, pairs, "ndcg@50").assign(part="cold_test"))
+        tests = pd.concat(parts, ignore_index=True)
+    cold = results_frame(run.cold_results) if run.cold_results else pd.DataFrame()
+    return PreferenceResult(results_frame(run.results), cold, tests)

@@ -106,6 +106,11 @@ class CatalogueSoftmax(nn.Module):
     training a head that way lowered KNN's NDCG on the built-in corpus. Uniform catalogue draws make the softmax a
     sampled estimate of the full-catalogue one. A drawn track equal to a row's own positive is masked (it is not a
     negative). Under DDP everything is gathered as in `InfoNCE`, with the same gradient scaling.
+
+    Against the full catalogue the softmax models p(track | listener), popularity included, and a content model
+    can only learn popularity by memorising tracks, which does not carry to new ones. A bias of alpha * log
+    popularity on every candidate's logit takes that share off the embeddings: alpha = 1 leaves them the pointwise
+    mutual information (what popularity-drawn in-batch negatives teach), 0 leaves popularity in.
     """
 
     def __init__(self, temperature: float = 0.07, min_temperature: float = 0.01, max_temperature: float = 1.0) -> None:
@@ -120,24 +125,32 @@ class CatalogueSoftmax(nn.Module):
         return self.log_temperature.clamp(*self.bounds).exp()
 
     def forward(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                positive_ids: torch.Tensor, negative_ids: torch.Tensor,
-                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                positive_ids: torch.Tensor, negative_ids: torch.Tensor, weights: torch.Tensor | None = None,
+                positive_bias: torch.Tensor | None = None, negative_bias: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """`*_bias`: a fixed term added to each candidate's logit (its column), e.g. alpha * log popularity."""
         anchors, positives, negatives = (F.normalize(x, dim=-1) for x in (anchors, positives, negatives))
         if weights is None:
             weights = torch.ones(len(anchors), device=anchors.device)
+        if positive_bias is None:
+            positive_bias = torch.zeros(len(positives), device=anchors.device)
+        if negative_bias is None:
+            negative_bias = torch.zeros(len(negatives), device=anchors.device)
         all_anchors, _ = gather_across_ranks(anchors)
         all_positives, _ = gather_across_ranks(positives)
         all_negatives, _ = gather_across_ranks(negatives)
         all_weights, _ = gather_across_ranks(weights.to(anchors.dtype))
         all_positive_ids, _ = gather_across_ranks(positive_ids.to(anchors.device))
         all_negative_ids, _ = gather_across_ranks(negative_ids.to(anchors.device))
+        all_positive_bias, _ = gather_across_ranks(positive_bias.to(anchors.device, anchors.dtype))
+        all_negative_bias, _ = gather_across_ranks(negative_bias.to(anchors.device, anchors.dtype))
         ranks = world_size()
         temperature = self.temperature
         if ranks > 1:
             temperature = temperature.detach() + (temperature - temperature.detach()) / ranks
-        drawn = all_anchors @ all_negatives.T / temperature
+        drawn = all_anchors @ all_negatives.T / temperature + all_negative_bias[None, :]
         drawn = drawn.masked_fill(all_positive_ids[:, None] == all_negative_ids[None, :], float("-inf"))
-        logits = torch.cat([all_anchors @ all_positives.T / temperature, drawn], dim=1)
+        logits = torch.cat([all_anchors @ all_positives.T / temperature + all_positive_bias[None, :], drawn], dim=1)
         targets = torch.arange(len(logits), device=logits.device)
         per_row = F.cross_entropy(logits, targets, reduction="none")
         loss = (all_weights * per_row).sum() / all_weights.sum().clamp_min(1e-12)
