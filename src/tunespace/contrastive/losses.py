@@ -44,12 +44,9 @@ def strict_accuracy(logits: torch.Tensor) -> torch.Tensor:
     return (logits[rows, rows] > others.max(dim=1).values).float().mean()
 
 
-class InfoNCE(nn.Module):
-    """Symmetric InfoNCE (CLIP's loss) with a learnable temperature, clamped to [min_temperature, max_temperature].
-
-    Row i of `anchors` and row i of `positives` are a pair; every other row of the (global) batch is a negative.
-    `weights` (optional, per pair) scale each pair's terms, e.g. for pair sources of different reliability.
-    """
+class TemperatureLoss(nn.Module):
+    """A softmax loss over gathered features with a learnable temperature, clamped to [min_temperature,
+    max_temperature], and the DDP scaling of the module docstring."""
 
     def __init__(self, temperature: float = 0.07, min_temperature: float = 0.01, max_temperature: float = 1.0,
                  learnable: bool = True) -> None:
@@ -63,6 +60,25 @@ class InfoNCE(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.clamp(*self.bounds).exp()
 
+    def rank_temperature(self, ranks: int) -> torch.Tensor:
+        """The temperature to divide by on this rank: every rank sees its full gradient, so it is kept unscaled by
+        the `rank_loss` scaling."""
+        temperature = self.temperature
+        return temperature if ranks == 1 else temperature.detach() + (temperature - temperature.detach()) / ranks
+
+    @staticmethod
+    def rank_loss(loss: torch.Tensor, ranks: int) -> torch.Tensor:
+        """Same value, gradient times the world size (undoes DDP's averaging, see the module docstring)."""
+        return loss if ranks == 1 else ranks * loss - (ranks - 1) * loss.detach()
+
+
+class InfoNCE(TemperatureLoss):
+    """Symmetric InfoNCE (CLIP's loss) with a learnable temperature, clamped to [min_temperature, max_temperature].
+
+    Row i of `anchors` and row i of `positives` are a pair; every other row of the (global) batch is a negative.
+    `weights` (optional, per pair) scale each pair's terms, e.g. for pair sources of different reliability.
+    """
+
     def forward(self, anchors: torch.Tensor, positives: torch.Tensor,
                 weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         anchors = F.normalize(anchors, dim=-1)
@@ -73,18 +89,14 @@ class InfoNCE(nn.Module):
         all_positives, _ = gather_across_ranks(positives)
         all_weights, _ = gather_across_ranks(weights.to(anchors.dtype))
         ranks = world_size()
-        temperature = self.temperature
-        if ranks > 1:  # every rank sees the temperature's full gradient: keep it unscaled by the line below
-            temperature = temperature.detach() + (temperature - temperature.detach()) / ranks
+        temperature = self.rank_temperature(ranks)
         logits = all_anchors @ all_positives.T / temperature
         targets = torch.arange(len(logits), device=logits.device)
         scale = all_weights.sum().clamp_min(1e-12)
         forward_term = (all_weights * F.cross_entropy(logits, targets, reduction="none")).sum() / scale
         backward_term = (all_weights * F.cross_entropy(logits.T, targets, reduction="none")).sum() / scale
         accuracy = strict_accuracy(logits)
-        loss = (forward_term + backward_term) / 2
-        if ranks > 1:  # same value, gradient times the world size (undoes DDP's averaging, see module docstring)
-            loss = ranks * loss - (ranks - 1) * loss.detach()
+        loss = self.rank_loss((forward_term + backward_term) / 2, ranks)
         return {"loss": loss, "anchor_to_positive": forward_term,
                 "positive_to_anchor": backward_term, "temperature": temperature.detach(), "accuracy": accuracy}
 
@@ -97,13 +109,13 @@ class AnchorDistillation(nn.Module):
         return {"loss": (1 - cosine).mean(), "cosine": cosine.mean().detach()}
 
 
-class CatalogueSoftmax(nn.Module):
+class CatalogueSoftmax(TemperatureLoss):
     """One-way softmax from each anchor over its positive, the batch's other positives, and tracks drawn uniformly
     from the catalogue: the task content KNN is scored on (rank a listener's next track among all tracks).
 
     In-batch negatives alone are other listeners' positives, drawn by popularity; with weak positives (a listener's
-    taste only loosely predicts their next track) contrasting against them mostly teaches the batch apart, and
-    training a head that way lowered KNN's NDCG on the built-in corpus. Uniform catalogue draws make the softmax a
+    taste only loosely predicts their next track) contrasting against them mostly teaches the batch apart: stage 2
+    with them did not beat its control on the built-in corpus (README). Uniform catalogue draws make the softmax a
     sampled estimate of the full-catalogue one. A drawn track equal to a row's own positive is masked (it is not a
     negative). Under DDP everything is gathered as in `InfoNCE`, with the same gradient scaling.
 
@@ -112,17 +124,6 @@ class CatalogueSoftmax(nn.Module):
     popularity on every candidate's logit takes that share off the embeddings: alpha = 1 leaves them the pointwise
     mutual information (what popularity-drawn in-batch negatives teach), 0 leaves popularity in.
     """
-
-    def __init__(self, temperature: float = 0.07, min_temperature: float = 0.01, max_temperature: float = 1.0) -> None:
-        super().__init__()
-        if not 0 < min_temperature <= temperature <= max_temperature:
-            raise ValueError("need 0 < min_temperature <= temperature <= max_temperature")
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
-        self.bounds = (math.log(min_temperature), math.log(max_temperature))
-
-    @property
-    def temperature(self) -> torch.Tensor:
-        return self.log_temperature.clamp(*self.bounds).exp()
 
     def forward(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                 positive_ids: torch.Tensor, negative_ids: torch.Tensor, weights: torch.Tensor | None = None,
@@ -145,16 +146,12 @@ class CatalogueSoftmax(nn.Module):
         all_positive_bias, _ = gather_across_ranks(positive_bias.to(anchors.device, anchors.dtype))
         all_negative_bias, _ = gather_across_ranks(negative_bias.to(anchors.device, anchors.dtype))
         ranks = world_size()
-        temperature = self.temperature
-        if ranks > 1:
-            temperature = temperature.detach() + (temperature - temperature.detach()) / ranks
+        temperature = self.rank_temperature(ranks)
         drawn = all_anchors @ all_negatives.T / temperature + all_negative_bias[None, :]
         drawn = drawn.masked_fill(all_positive_ids[:, None] == all_negative_ids[None, :], float("-inf"))
         logits = torch.cat([all_anchors @ all_positives.T / temperature + all_positive_bias[None, :], drawn], dim=1)
         targets = torch.arange(len(logits), device=logits.device)
         per_row = F.cross_entropy(logits, targets, reduction="none")
-        loss = (all_weights * per_row).sum() / all_weights.sum().clamp_min(1e-12)
+        loss = self.rank_loss((all_weights * per_row).sum() / all_weights.sum().clamp_min(1e-12), ranks)
         accuracy = strict_accuracy(logits)
-        if ranks > 1:
-            loss = ranks * loss - (ranks - 1) * loss.detach()
         return {"loss": loss, "temperature": temperature.detach(), "accuracy": accuracy}
