@@ -188,7 +188,7 @@ def evaluate(
     """Semantic retrieval, zero-shot tagging and probe on held-out tracks; recommendation on the temporal protocol."""
     import torch
 
-    from tunespace.cli.main import _embedding_sets, _show
+    from tunespace.cli.main import _embedding_sets, _show, _show_tests
     from tunespace.contrastive.evaluate import preference_evaluation, semantic_evaluation, track_embeddings
     from tunespace.contrastive.htcl import AudioBank, Corpus, build_model, load_config
     from tunespace.io import write_parquet
@@ -224,21 +224,19 @@ def evaluate(
         preference = preference_evaluation(data, load_config(run[0] / "config.yaml").cutoff, sets,
                                            tuple(m.strip() for m in models.split(",")), control=control)
     preference.table.to_csv(out / "preference.csv", index=False)
+    written = [out / "semantic.csv", out / "preference.csv"]
     from tunespace.reports.tables import formatted
 
     _show(formatted(preference.table), "preference space: temporal protocol, test users")
     if not preference.cold.empty:
         preference.cold.to_csv(out / "cold.csv", index=False)
+        written.append(out / "cold.csv")
         _show(formatted(preference.cold), "cold items: test pairs of tracks first played after the cutoff")
     if not preference.tests.empty:
         preference.tests.to_csv(out / "significance.csv", index=False)
-        shown = preference.tests[["part", "model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm"]].copy()
-        for column in ("mean_difference", "t_p_holm", "wilcoxon_p_holm"):
-            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
-        _show(shown, f"NDCG@50 against {control}: paired tests, Holm-corrected")
-    console.print(f"wrote {out}/semantic.csv, {out}/preference.csv, {out}/cold.csv"
-                  f"{', ' + str(out / 'significance.csv') if not preference.tests.empty else ''} and the track "
-                  "embeddings")
+        written.append(out / "significance.csv")
+        _show_tests(preference.tests, f"NDCG@50 against {control}: paired tests, Holm-corrected")
+    console.print(f"wrote {', '.join(map(str, written))} and the track embeddings")
 
 
 def htcl_report(evaluation: Path, out: Path) -> Path:

@@ -68,6 +68,15 @@ def _show(frame: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
+def _show_tests(tests: pd.DataFrame, title: str) -> None:
+    """A paired-tests table in the terminal, numbers to 3 significant digits."""
+    columns = [c for c in ("part", "model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm") if c in tests]
+    shown = tests[columns].copy()
+    for column in ("mean_difference", "t_p_holm", "wilcoxon_p_holm"):
+        shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+    _show(shown, title)
+
+
 def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, baseline: str | None) -> None:
     frame = results_frame(run.results)
     frame["fit_s"] = [round(run.fit_seconds[m], 2) for m in frame["model"]]
@@ -75,10 +84,7 @@ def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, base
     tests = None
     if baseline in run.results and len(run.results) > 1:
         tests = compare(run.results, baseline, "ndcg@50")
-        shown = tests[["model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm"]].copy()
-        for column in ("mean_difference", "t_p_holm", "wilcoxon_p_holm"):
-            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
-        _show(shown, f"NDCG@50 against {baseline}: paired tests, Holm-corrected")
+        _show_tests(tests, f"NDCG@50 against {baseline}: paired tests, Holm-corrected")
     if out is not None:
         csv_path, md_path = write_results(frame, out, preamble=f"# {title}\n\n{preamble}\n\n")
         per_user = pd.concat([r.per_user.assign(model=label) for label, r in run.results.items()])

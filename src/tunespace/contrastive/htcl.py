@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -214,6 +214,19 @@ class AudioBank:
 
 
 @torch.no_grad()
+def mean_window_embeddings(encoder: AudioEncoder, windows: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                           count: int) -> np.ndarray:
+    """(count, embed_dim) L2-normalised: for each owner, the mean of its windows' unit embeddings through the
+    encoder's head; `windows` yields (owners, pooled trunk features) batches."""
+    sums = torch.zeros(count, encoder.config.embed_dim)
+    counts = torch.zeros(count)
+    for owners, pooled in windows:
+        sums.index_add_(0, owners, F.normalize(encoder.head(pooled), dim=-1).cpu())
+        counts.index_add_(0, owners, torch.ones(len(owners)))
+    return F.normalize(sums / counts.clamp_min(1)[:, None], dim=-1).numpy()
+
+
+@torch.no_grad()
 def pooled_windows(encoder: AudioEncoder, bank: AudioBank, seconds: float, batch_size: int = 32,
                    indices: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(owners, pooled trunk features) per batch of windows, streamed so a large catalogue never sits in memory
@@ -270,11 +283,9 @@ class TrunkFeatures:
         """(n_tracks, embed_dim) L2-normalised: the mean of each track's window embeddings through the encoder's
         head, as `embed_tracks` computes them from the audio."""
         device = next(encoder.parameters()).device
-        sums = torch.zeros(len(self.counts), encoder.config.embed_dim)
-        for start in range(0, len(self.features), 4096):
-            chunk = self.features[start:start + 4096].to(device)
-            sums.index_add_(0, self.owners[start:start + 4096], F.normalize(encoder.head(chunk), dim=-1).cpu())
-        return F.normalize(sums / self.counts[:, None], dim=-1).numpy()
+        chunks = ((self.owners[start:start + 4096], self.features[start:start + 4096].to(device))
+                  for start in range(0, len(self.features), 4096))
+        return mean_window_embeddings(encoder, chunks, len(self.counts))
 
     def draw(self, tracks: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """(n, width): one window of each track, chosen at random."""
@@ -446,13 +457,8 @@ def embed_tracks(model: HTCL, bank: AudioBank, seconds: float, batch_size: int =
     """(n, embed_dim) L2-normalised track embeddings: the mean of the embeddings of the track's windows."""
     model.eval()
     count = len(bank.ids) if indices is None else len(indices)
-    sums = torch.zeros(count, model.config.audio.embed_dim)
-    counts = torch.zeros(count)
-    for owners, pooled in pooled_windows(model.audio, bank, seconds, batch_size, indices):
-        embedded = F.normalize(model.audio.head(pooled), dim=-1).cpu()
-        sums.index_add_(0, owners, embedded)
-        counts.index_add_(0, owners, torch.ones(len(owners)))
-    return F.normalize(sums / counts.clamp_min(1)[:, None], dim=-1).numpy()
+    return mean_window_embeddings(model.audio, pooled_windows(model.audio, bank, seconds, batch_size, indices),
+                                  count)
 
 
 @torch.no_grad()
