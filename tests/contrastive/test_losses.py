@@ -113,6 +113,7 @@ def _catalogue_worker(rank: int, world: int, rendezvous: str, inputs: dict, out:
     terms["loss"].backward()
     torch.save({"loss": terms["loss"].item(), **{k: mine[k].grad for k in ("anchors", "positives", "negatives")}},
                f"{out}.{rank}")
+    dist.barrier()  # neither rank tears gloo down while the other may still use it
     dist.destroy_process_group()
 
 

@@ -91,6 +91,7 @@ def _ddp_worker(rank: int, world: int, folder: str) -> None:
     train_loop(model, batches(context), config(steps=5), folder, context)
     if rank == 0:
         torch.save(model.state_dict(), os.path.join(folder, "ddp.pt"))
+    torch.distributed.barrier()  # neither rank tears gloo down while the other may still use it
     torch.distributed.destroy_process_group()
 
 
