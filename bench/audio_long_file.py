@@ -8,7 +8,8 @@ swells), then in a fresh child process per measurement:
 - `tunespace embed` on a one-track catalogue (streamed decoding, segment by segment);
 - the naive way for mfcc: decode the whole file, resample, and compute MFCC statistics in one go.
 Each child reports its own peak resident memory (ru_maxrss); the ratio naive / streamed is printed. The goal of
-issue 4 is under 2 GiB for a 30-minute file.
+issue 4 is under 2 GiB for a 30-minute file. Each run writes a provenance record (command, commit, packages,
+machine, load, settings and the figures printed) to `--results` (default bench/results).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile
+
+from tunespace.provenance import bench_record_path, recorded_run
 
 CHILD = """
 import json, resource, sys, time
@@ -69,8 +72,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--backends", default="mfcc,musicnn-msd")
     parser.add_argument("--batch-sizes", default="4,16", help="segments per forward pass, one run each")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder for this run's provenance record (default: bench/results)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    record_path = bench_record_path(__file__, args.results)
+    with recorded_run(record_path) as record, tempfile.TemporaryDirectory() as tmp:
+        record["settings"] = vars(args)
         folder = Path(tmp)
         started = time.perf_counter()
         write_long_file(folder / "long.flac", args.minutes)
@@ -89,6 +96,10 @@ def main() -> None:
         print(frame.round(2).to_string(index=False))
         streamed = frame[(frame.backend == "mfcc") & frame.way.str.startswith("tunespace")]["peak_mib"].min()
         print(f"peak memory, naive whole-file MFCC / streamed (smallest batch): {naive['peak_mib'] / streamed:.1f}x")
+        record["figures"] = {"file_mib": (folder / "long.flac").stat().st_size / 2**20,
+                             "runs": frame.to_dict("records"),
+                             "ratio_peak_naive_over_streamed": naive["peak_mib"] / streamed}
+    print(f"provenance record: {record_path}")
 
 
 if __name__ == "__main__":

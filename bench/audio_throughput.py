@@ -24,6 +24,9 @@ Throughput is in minutes of audio per second of wall time. Both sides use every 
 `--threads`; TensorFlow: its own default). The load average is printed because the machine may be shared: on a busy
 machine torch's OpenMP threads lose much more than TensorFlow's thread pool, and `--threads 1` is then the faster
 setting for tunespace.
+
+Each run writes a provenance record (command, commit, packages, machine, load, settings and the figures printed)
+to `--results` (default bench/results).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from rich.table import Table
 
 from tunespace.audio.decode import load_audio
 from tunespace.encoders.base import AudioBackend, get_backend
+from tunespace.provenance import bench_record_path, recorded_run
 
 RATE = 16000
 REFERENCE_MODEL = "MSD_musicnn"
@@ -221,10 +225,11 @@ def _reset_peak() -> bool:
     return True
 
 
-def memory(names: list[str], minutes: float, batch_size: int, threads: int, console: Console) -> None:
+def memory(names: list[str], minutes: float, batch_size: int, threads: int, console: Console) -> dict:
     table = Table(title=f"Peak memory: one {minutes:g}-minute signal through the backend alone (batch {batch_size})")
     for column in ("backend", "resident before (MiB)", "peak (MiB)", "peak - before (MiB)", "audio min/s"):
         table.add_column(column, justify="right" if column != "backend" else "left")
+    figures = {}
     for name in names:
         child = subprocess.run([sys.executable, __file__, "--part", "memory-child", "--backend", name,
                                 "--memory-minutes", str(minutes), "--batch-size", str(batch_size),
@@ -234,21 +239,25 @@ def memory(names: list[str], minutes: float, batch_size: int, threads: int, cons
         table.add_row(name, f"{report['before_bytes'] / mib:.0f}", f"{report['peak_bytes'] / mib:.0f}",
                       f"{(report['peak_bytes'] - report['before_bytes']) / mib:.0f}",
                       f"{minutes / report['seconds']:.2f}")
+        figures[name] = {"before_mib": report["before_bytes"] / mib, "peak_mib": report["peak_bytes"] / mib,
+                         "seconds": report["seconds"], "audio_min_per_s": minutes / report["seconds"]}
     console.print(table)
+    return figures
 
 
-def throughput(args: argparse.Namespace, console: Console) -> None:
+def throughput(args: argparse.Namespace, console: Console) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_clips(folder, args.clips, args.seconds)
         minutes = args.clips * args.seconds / 60
+        load_before = os.getloadavg()[0]
         console.print(f"{args.clips} clips x {args.seconds:g} s = {minutes:.1f} min of audio; torch threads "
-                      f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}")
+                      f"{torch.get_num_threads()}; load average {load_before:.2f}")
         ours = {name: run_tunespace(name, paths, args.batch_size) for name in ("mfcc", "musicnn-msd")}
         reference = run_reference(args.reference_python, paths, folder)
-        load = os.getloadavg()[0]
-        console.print(f"load average after: {load:.2f}")
-        if load > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+        load_after = os.getloadavg()[0]
+        console.print(f"load average after: {load_after:.2f}")
+        if load_after > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
             console.print("the machine is busy: torch's OpenMP threads wait at every barrier for a descheduled peer "
                           "(TensorFlow's work-stealing pool does not), so compare with --threads 1")
 
@@ -268,6 +277,13 @@ def throughput(args: argparse.Namespace, console: Console) -> None:
         load = "-" if loads[label] is None else f"{loads[label]:.2f}"
         table.add_row(label, f"{seconds[label]:.1f}", f"{rate:.2f}", load, *ratios)
     console.print(table)
+    figures = {"audio_minutes": minutes, "reference_ran": reference is not None, "load_average_before": load_before,
+               "load_average_after": load_after,
+               "pipelines": {label: {"wall_s": seconds[label], "audio_min_per_s": rate, "model_load_s": loads[label],
+                                     **{f"x {ref.removeprefix('reference musicnn, ')}": rate / rates[ref]
+                                        for ref in ("reference musicnn, as shipped", "reference musicnn, warm graph")
+                                        if ref in rates}}
+                             for label, rate in rates.items()}}
 
     if reference is not None:
         ours_frames = ours["musicnn-msd"]["frames"]
@@ -280,6 +296,11 @@ def throughput(args: argparse.Namespace, console: Console) -> None:
         console.print(f"parity with the reference (TensorFlow {reference['tensorflow']}), {patches} patches: "
                       f"patch counts agree: {shapes_agree}; max |penultimate difference| per patch "
                       f"{max(diffs):.2e}; per track mean {track_means:.2e}")
+        figures["parity"] = {"tensorflow": reference["tensorflow"], "patches": patches,
+                             "patch_counts_agree": shapes_agree,
+                             "max_penultimate_difference_per_patch": max(diffs),
+                             "max_track_mean_difference": track_means}
+    return figures
 
 
 def main() -> None:
@@ -293,16 +314,24 @@ def main() -> None:
     parser.add_argument("--reference-python", default="/tmp/tfenv/bin/python", help="'' to skip the reference")
     parser.add_argument("--memory-minutes", type=float, default=30.0)
     parser.add_argument("--backend", default="musicnn-msd", help="memory-child only")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder for this run's provenance record (default: bench/results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part == "memory-child":
         memory_child(args.backend, args.memory_minutes, args.batch_size)
         return
     console = Console(width=120)
-    if args.part in ("all", "throughput"):
-        throughput(args, console)
-    if args.part == "memory" or (args.part == "all" and not args.skip_memory):
-        memory(["mfcc", "musicnn-msd"], args.memory_minutes, args.batch_size, args.threads, console)
+    record_path = bench_record_path(__file__, args.results, tag=None if args.part == "all" else args.part)
+    with recorded_run(record_path) as record:
+        record["settings"] = vars(args)
+        figures = record["figures"] = {}
+        if args.part in ("all", "throughput"):
+            figures["throughput"] = throughput(args, console)
+        if args.part == "memory" or (args.part == "all" and not args.skip_memory):
+            figures["memory"] = memory(["mfcc", "musicnn-msd"], args.memory_minutes, args.batch_size, args.threads,
+                                       console)
+    console.print(f"provenance record: {record_path}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Each measurement is a fresh `tunespace htcl pretrain` run (stage 1, batch 64, 10
 - `torchrun --nproc_per_node 2`, DDP over gloo, one thread per process, the same global batch split in two.
 Clips/s is counted inside the training loop only (the text tower's sentence vectors are cached before it starts),
 and the ratio 2-process / 1-process is printed. Without --data the small built-in corpus is built first.
+Each run writes a provenance record (command, commit, packages, machine, load, settings and the figures printed)
+to `--results` (default bench/results).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from tunespace.provenance import bench_record_path, recorded_run
 
 BIN = Path(sys.executable).parent
 
@@ -51,8 +55,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--configs", default="tiny,small")
     parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder for this run's provenance record (default: bench/results)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    record_path = bench_record_path(__file__, args.results)
+    with recorded_run(record_path) as record, tempfile.TemporaryDirectory() as tmp:
+        record["settings"] = vars(args)
+        figures = record["figures"] = {"runs": [], "ratio_2_over_1_process": {}}
         data = args.data
         if data is None:
             data = Path(tmp) / "corpus"
@@ -64,12 +73,15 @@ def main() -> None:
             for processes in (1, 2):
                 out = Path(tmp) / f"{config}-{processes}"
                 rows.append(measure(data, config, args.steps, processes, out))
+                figures["runs"].append(rows[-1])
                 shutil.rmtree(out, ignore_errors=True)
         frame = pd.DataFrame(rows)
         print(frame.to_string(index=False))
         for config, group in frame.groupby("config", sort=False):
             one, two = (group.set_index("processes")["clips_per_s"].get(n) for n in (1, 2))
             print(f"{config}: 2 DDP processes / 1 process = {two / one:.2f}x")
+            figures["ratio_2_over_1_process"][config] = two / one
+    print(f"provenance record: {record_path}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
    (argpartition, then sort the top k), on the same inputs, in one run; the ratios are printed.
 3. Peak resident memory of evaluating content KNN on a synthetic 100k users x 1M items x 64-d problem, measured
    in a child process (ru_maxrss).
+
+Each run writes a provenance record (command, commit, packages, machine, load, settings and the figures printed)
+to `--results` (default bench/results), beside the hetrec tables (hetrec.csv, hetrec.md).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tunespace.data.interactions import InteractionMatrix
 from tunespace.data.splits import SplitConfig, temporal_split
 from tunespace.evaluation.benchmark import model_specs, run_benchmark
 from tunespace.evaluation.evaluate import evaluate
+from tunespace.provenance import bench_record_path, recorded_run
 from tunespace.recommenders import ContentKNN
 from tunespace.reports.tables import formatted, results_frame, to_markdown, write_results
 
@@ -41,7 +45,7 @@ HETREC = ROOT.parent / "shared" / "data" / "hetrec2011-lastfm-2k"
 RESULTS = ROOT / "bench" / "results"
 
 
-def hetrec_benchmark(folder: Path) -> None:
+def hetrec_benchmark(folder: Path, results: Path) -> dict:
     from tunespace.data.sources import load_source
 
     config = SplitConfig(cutoff="2010-01-01", test_start="2010-07-01", validation_ratio=0.5, seed=42)
@@ -55,7 +59,9 @@ def hetrec_benchmark(folder: Path) -> None:
     print(to_markdown(formatted(frame)))
     for label in run.results:
         print(f"{label}: fit {run.fit_seconds[label]:.2f}s, evaluate {run.evaluate_seconds[label]:.2f}s")
-    write_results(frame, RESULTS, stem="hetrec", preamble=f"# hetrec2011-lastfm-2k\n\n{source.note}\n\n")
+    tables = write_results(frame, results, stem="hetrec", preamble=f"# hetrec2011-lastfm-2k\n\n{source.note}\n\n")
+    return {"split": split.stats, "results": frame.to_dict("records"), "fit_seconds": run.fit_seconds,
+            "evaluate_seconds": run.evaluate_seconds, "tables": [str(path) for path in tables]}
 
 
 def naive_loop(items: np.ndarray, users: np.ndarray, seen: list[np.ndarray], relevant: list[set[int]],
@@ -96,7 +102,7 @@ def synthetic_problem(n_users: int, n_items: int, dim: int, seen_per_user: int, 
     return model, truth
 
 
-def throughput(n_users: int, n_items: int, naive_users: int, dim: int = 64, k: int = 50) -> None:
+def throughput(n_users: int, n_items: int, naive_users: int, dim: int = 64, k: int = 50) -> dict:
     model, truth = synthetic_problem(n_users, n_items, dim, seen_per_user=20, relevant_per_user=5)
     started = time.perf_counter()
     result = evaluate(model, truth, ks=(k,))
@@ -114,6 +120,8 @@ def throughput(n_users: int, n_items: int, naive_users: int, dim: int = 64, k: i
     means = np.asarray((profiles @ raw_items) / np.maximum(profiles.sum(axis=1), 1))
     print(f"throughput on {n_users} users x {n_items} items x {dim}-d, NDCG@{k}:")
     print(f"  tunespace chunked full ranking:   {ours_rate:,.0f} users/s ({len(result.per_user)} users, {ours:.1f}s)")
+    figures = {"problem": {"users": n_users, "items": n_items, "dim": dim, "k": k, "naive_users": naive_users},
+               "tunespace_users_per_s": ours_rate, "tunespace_seconds": ours}
     for label, partial in (("numpy loop, argsort", False), ("numpy loop, argpartition", True)):
         started = time.perf_counter()
         naive = naive_loop(raw_items, means, seen, relevant, k, partial)
@@ -121,6 +129,8 @@ def throughput(n_users: int, n_items: int, naive_users: int, dim: int = 64, k: i
         agree = np.abs(naive - result.per_user[f"ndcg@{k}"].to_numpy()[:naive_users]).max()
         print(f"  {label + ':':<32} {naive_rate:,.0f} users/s ({naive_users} users); ratio "
               f"{ours_rate / naive_rate:.1f}x; max |NDCG difference| {agree:.1e}")
+        figures[label] = {"users_per_s": naive_rate, "ratio": ours_rate / naive_rate, "max_ndcg_difference": agree}
+    return figures
 
 
 def memory_child(n_users: int, n_items: int, dim: int) -> None:
@@ -136,7 +146,7 @@ def memory_child(n_users: int, n_items: int, dim: int) -> None:
                       "ndcg@50": float(result.per_user["ndcg@50"].mean())}))
 
 
-def memory(n_users: int, n_items: int, dim: int) -> None:
+def memory(n_users: int, n_items: int, dim: int) -> dict:
     child = subprocess.run([sys.executable, __file__, "--part", "memory-child", "--memory-users", str(n_users),
                             "--memory-items", str(n_items), "--dim", str(dim)],
                            capture_output=True, text=True, check=True)
@@ -145,6 +155,7 @@ def memory(n_users: int, n_items: int, dim: int) -> None:
           f"{report['dim']}-d: {report['peak_bytes'] / 2**30:.2f} GiB (goal < 4 GiB); evaluate "
           f"{report['evaluate_s']:.0f}s = {report['users'] / report['evaluate_s']:,.0f} users/s, build "
           f"{report['build_s']:.0f}s")
+    return {**report, "peak_gib": report["peak_bytes"] / 2**30, "users_per_s": report["users"] / report["evaluate_s"]}
 
 
 def main() -> None:
@@ -158,19 +169,28 @@ def main() -> None:
     parser.add_argument("--memory-users", type=int, default=100000)
     parser.add_argument("--memory-items", type=int, default=1000000)
     parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder for the hetrec tables and this run's provenance record")
     args = parser.parse_args()
     if args.part == "memory-child":
         memory_child(args.memory_users, args.memory_items, args.dim)
         return
-    if args.part in ("all", "hetrec"):
-        if args.hetrec.exists():
-            hetrec_benchmark(args.hetrec)
-        else:
-            print(f"skipping hetrec: {args.hetrec} not found")
-    if args.part in ("all", "throughput"):
-        throughput(args.throughput_users, args.throughput_items, args.naive_users, args.dim)
-    if args.part == "memory" or (args.part == "all" and not args.skip_memory):
-        memory(args.memory_users, args.memory_items, args.dim)
+    record_path = bench_record_path(__file__, args.results, tag=None if args.part == "all" else args.part)
+    with recorded_run(record_path) as record:
+        record["settings"] = vars(args)
+        figures = record["figures"] = {}
+        if args.part in ("all", "hetrec"):
+            if args.hetrec.exists():
+                figures["hetrec"] = hetrec_benchmark(args.hetrec, args.results)
+            else:
+                print(f"skipping hetrec: {args.hetrec} not found")
+                record["skipped"] = f"hetrec: {args.hetrec} not found"
+        if args.part in ("all", "throughput"):
+            figures["throughput"] = throughput(args.throughput_users, args.throughput_items, args.naive_users,
+                                               args.dim)
+        if args.part == "memory" or (args.part == "all" and not args.skip_memory):
+            figures["memory"] = memory(args.memory_users, args.memory_items, args.dim)
+    print(f"provenance record: {record_path}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ What it does:
    ratios printed are tunespace / RecBole for quality and RecBole / tunespace for time; the issue's goal is
    quality ratios >= 1 and a time ratio >= 2.
 
-Results (JSON, per side and combined) and RecBole's data files go to `--workdir` (default /tmp/recbole-bench).
+Results (JSON, per side and combined) and RecBole's data files go to `--workdir` (default /tmp/recbole-bench); a
+provenance record of each run (command, commit, packages, machine, load, settings, the figures printed, and which
+side's result was reused from an earlier run) goes to `--results` (default bench/results).
 Only the standard library is imported at the top: the same file runs as RecBole's child process (`--child`).
 """
 
@@ -547,19 +549,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
     parser.add_argument("--limit-users", type=int, help="only the first N users (smoke tests)")
     parser.add_argument("--print-every", type=int, default=10, help="tunespace: print every N epochs")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder for this run's provenance record (default: bench/results)")
     args = parser.parse_args()
     if args.child is not None:
         recbole_child(args.child)
         return
 
+    from tunespace.provenance import bench_record_path, recorded_run
+
+    record_path = bench_record_path(__file__, args.results)
+    with recorded_run(record_path) as record:
+        record["settings"] = vars(args)
+        compare(args, record)
+    print(f"provenance record: {record_path}")
+
+
+def compare(args, record: dict) -> None:
+    """The comparison itself (main minus argument parsing); fills `record` with the figures it prints."""
     args.workdir.mkdir(parents=True, exist_ok=True)
     python, versions = build_recbole_env(args.recbole_env, args.workdir / "recbole-env-install.log")
     if python is None:
         print(f"skipping the RecBole comparison: {versions}")
+        record["skipped"] = versions
         return
+    record["recbole_env"] = versions
     inter = ml100k_in_env(python)
     if inter is None:
         print(f"skipping the RecBole comparison: no dataset_example/ml-100k/ml-100k.inter in {args.recbole_env}")
+        record["skipped"] = f"no ml-100k.inter in {args.recbole_env}"
         return
     print(f"RecBole's environment: {args.recbole_env} (recbole, torch, numpy, pandas: {versions})")
     frame = leave_one_out(inter, args.limit_users)
@@ -576,6 +594,8 @@ def main() -> None:
                                            "stop": args.recbole_stopping_step, "every": args.recbole_eval_every,
                                            "ft": args.recbole_ft_ratio}, sort_keys=True).encode()).hexdigest()[:12]
     results: dict[str, dict] = {}
+    figures = record["figures"] = {"split": {"users": frame["user_id"].nunique(), "items": frame["track_id"].nunique(),
+                                             **counts}, "sides": {}}
     for side, key in (("tunespace", tunespace_key), ("recbole", recbole_key)):
         path = args.workdir / f"{side}_result.json"
         if args.sides in ("both", side):
@@ -584,14 +604,22 @@ def main() -> None:
             if result is not None:
                 path.write_text(json.dumps(result, indent=1))
                 results[side] = result
+                figures["sides"][side] = _headline(result, reused_from=None)
         elif path.exists() and json.loads(path.read_text()).get("key") == key:
             results[side] = json.loads(path.read_text())
             print(f"reusing {path}")
+            figures["sides"][side] = _headline(results[side], reused_from=path)
         else:
             print(f"no {side} result for these settings in {args.workdir}; run with --sides {side} or both")
-    summary = report(results, args.target, args)
+    summary = figures["summary"] = report(results, args.target, args)
     (args.workdir / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                            "summary": summary}, indent=1))
+
+
+def _headline(result: dict, reused_from: Path | None) -> dict:
+    """One side's result without its per-checkpoint list (that stays in --workdir), and where it came from."""
+    return {**{k: v for k, v in result.items() if k != "checkpoints"}, "checkpoints": len(result["checkpoints"]),
+            "reused_from": None if reused_from is None else str(reused_from)}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,36 +38,134 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     table = pd.read_csv(out / "results.csv")
     assert list(table["model"]) == rows
     assert list(table["variant"]) == ["reference", "reference", "content", "random init", "content"]
-    for metric in ("hit_rate@50", "recall@50", "ndcg@50"):
+    for metric in ("hit_rate@10", "recall@10", "ndcg@10", "hit_rate@50", "recall@50", "ndcg@50"):  # every --k
         assert ((table[f"{metric}_low"] <= table[metric]) & (table[metric] <= table[f"{metric}_high"])).all()
+    assert (table["split_seeds"] == 1).all() and table["ndcg@50_split_sd"].isna().all()
 
     # per-seed rows, and the table's mean and sd are those of the per-seed values
     per_seed = pd.read_csv(out / "results_per_seed.csv")
-    assert sorted(set(per_seed["seed"])) == [5, 6]
+    assert sorted(set(per_seed["seed"])) == [5, 6] and set(per_seed["split_seed"]) == {42}
     shallow = per_seed[per_seed["model"] == "shallow[content]"]["ndcg@50"]
     row = table.set_index("model").loc["shallow[content]"]
     assert row["ndcg@50"] == pytest.approx(shallow.mean()) and row["seeds"] == 2
     assert row["ndcg@50_std"] == pytest.approx(shallow.std(ddof=1))
     assert np.isnan(table.set_index("model").loc["ease", "ndcg@50_std"])
+    # trained rows say how many epochs they ran and which they kept; the others leave it empty
+    trained = per_seed[per_seed["model"].str.startswith("shallow")]
+    assert (trained["epochs_run"] == 1).all() and (trained["best_epoch"] == 1).all()
+    assert per_seed.loc[per_seed["model"] == "ease", "epochs_run"].isna().all()
 
-    # paired tests: shallow against shallow-random, knn (no random-init row) against popularity
+    # paired tests: shallow against shallow-random, knn (no random-init row) against popularity; and a second
+    # family, every row against EASE
     tests = pd.read_csv(out / "significance.csv")
-    ndcg = tests[tests["metric"] == "ndcg@50"].set_index("model")["baseline"].to_dict()
-    assert ndcg == {"knn[content]": "popularity", "shallow[content]": "shallow-random"}
-    assert (tests["t_p_holm"] >= tests["t_p"]).all()
+    ndcg = tests[tests["metric"] == "ndcg@50"]
+    twins = ndcg[ndcg["baseline_kind"] == "random-init"].set_index("model")["baseline"].to_dict()
+    assert twins == {"knn[content]": "popularity", "shallow[content]": "shallow-random"}
+    references = ndcg[ndcg["baseline_kind"] == "reference"]
+    assert list(references["model"]) == ["popularity", "knn[content]", "shallow-random", "shallow[content]"]
+    assert set(references["baseline"]) == {"ease"}
+    assert set(tests["metric"]) == {f"{m}@{k}" for m in ("hit_rate", "recall", "ndcg") for k in (10, 50)}
+    assert (tests["t_p_holm"] >= tests["t_p"]).all() and (tests["sign_agreement"] <= tests["split_seeds"]).all()
     markdown = (out / "results.md").read_text()
     assert "knn has no random-init counterpart" in markdown and "Holm" in markdown and "(sd " in markdown
+    assert "against ease, the strongest reference" in markdown and "ndcg@10" in markdown
+
+    # every setting, defaults included, in results.md and settings.json
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["ks"] == [10, 50] and settings["training_seeds"] == [5, 6] and settings["split_seeds"] == [42]
+    assert settings["split"]["validation_ratio"] == 0.5 and settings["split"]["cutoff"] == SYNTHETIC_CUTOFF
+    models = settings["models"]
+    assert models["ease"]["params"] == {"l2": 500.0} and models["knn[content]"]["params"] == {"standardize": False}
+    assert models["shallow[content]"]["params"]["epochs"] == 1 and models["shallow[content]"]["params"]["lr"] == 1e-3
+    assert models["shallow-random"]["params"]["batch_size"] == 256 and models["shallow-random"]["params"]["dim"] == 64
+    assert models["shallow[content]"]["fitted"] == "once per training seed" and models["ease"]["fitted"] == "once"
+    assert "## Settings" in markdown and "l2=500.0" in markdown and "patience=16" in markdown
+    assert "## Epochs" in markdown
+
+    # provenance: the command, the settings and the headline figures
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["status"] == "ok" and record["settings"]["ks"] == [10, 50]
+    assert record["figures"]["ease"]["ndcg@50"] == pytest.approx(table.set_index("model").loc["ease", "ndcg@50"])
 
     assert (out / "ndcg50.png").read_bytes()[:8] == PNG
 
     # the cold table: knn places cold items, popularity and the random-init row cannot
     cold = pd.read_csv(out / "cold.csv").set_index("model")
     assert list(cold.index) == rows
-    assert cold.loc["knn[content]", "hit_rate@50"] > 0
+    assert cold.loc["knn[content]", "hit_rate@50"] > 0 and "ndcg@10" in cold
     for blind in ("popularity", "ease", "shallow-random"):
         assert cold.loc[blind, ["hit_rate@50", "recall@50", "ndcg@50"]].eq(0).all()
+        assert cold.loc[blind, "cold_items_placed"] == 0
+    n_cold = settings["split_stats"]["cold_items"]
+    assert cold.loc["knn[content]", "cold_items_placed"] == n_cold
     cold_md = (out / "cold.md").read_text()
     assert "cosine of its embedding" in cold_md and "0 by construction" in cold_md
+    assert f"| {n_cold} of {n_cold} |" in cold_md and f"content {n_cold} of {n_cold}" in cold_md
+
+
+@pytest.mark.parametrize("ks", ["10", "5,20,30"])
+def test_every_k_is_a_column_and_the_largest_is_the_headline(corpus, tmp_path, ks):
+    out = tmp_path / "k"
+    assert bench(corpus, out, "--backends", "content", "--models", "knn", "--k", ks) == 0
+    cutoffs = [int(k) for k in ks.split(",")]
+    expected = [f"{m}@{k}" for k in cutoffs for m in ("hit_rate", "recall", "ndcg")]
+    for name in ("results.csv", "cold.csv"):
+        table = pd.read_csv(out / name)
+        assert [c for c in table.columns if "@" in c and "_" not in c.split("@")[1] and not c.endswith(
+            ("_low", "_high", "_std", "_sd"))] == expected
+    markdown = (out / "results.md").read_text()
+    assert all(f" {metric} |" in markdown for metric in expected)
+    tests = pd.read_csv(out / "significance.csv")
+    assert set(tests["metric"]) == set(expected)
+    assert (out / f"ndcg{max(cutoffs)}.png").exists()
+    assert json.loads((out / "settings.json").read_text())["headline_metric"] == f"ndcg@{max(cutoffs)}"
+
+
+def test_repeated_split_seeds(corpus, tmp_path, single_thread):
+    out = tmp_path / "splits"
+    assert bench(corpus, out, "--backends", "content", "--models", "knn,shallow", "--epochs", "1", "--k", "20",
+                 "--split-seeds", "3", "--split-seed", "7") == 0
+    table = pd.read_csv(out / "results.csv").set_index("model")
+    per_split = pd.read_csv(out / "results_per_split_seed.csv")
+    assert sorted(set(per_split["split_seed"])) == [7, 8, 9]
+    for model, rows in per_split.groupby("model"):
+        assert table.loc[model, "ndcg@20"] == pytest.approx(rows["ndcg@20"].mean())
+        assert table.loc[model, "ndcg@20_split_sd"] == pytest.approx(rows["ndcg@20"].std(ddof=1))
+        assert table.loc[model, "split_seeds"] == 3
+    # another partition, other test users: the split seeds differ
+    assert per_split[per_split["model"] == "ease"]["ndcg@20"].nunique() == 3
+    per_seed = pd.read_csv(out / "results_per_seed.csv")
+    assert len(per_seed[per_seed["model"] == "shallow[content]"]) == 3  # refitted per split seed
+    tests = pd.read_csv(out / "significance.csv")
+    assert set(tests["split_seeds"]) == {3} and tests["sign_agreement"].between(0, 3).all()
+    each = pd.read_csv(out / "significance_per_split_seed.csv")
+    assert sorted(set(each["split_seed"])) == [7, 8, 9] and len(each) == 3 * len(tests)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["split_seeds"] == [7, 8, 9]
+    assert settings["models"]["shallow[content]"]["fitted"] == "once per split seed and training seed"
+    assert settings["models"]["ease"]["fitted"] == "once"
+    markdown = (out / "results.md").read_text()
+    assert "split sd" in markdown and "same sign" in markdown and "split seeds 7..9" in markdown
+
+
+def test_cold_items_without_vectors_are_reported_as_unplaced(corpus, tmp_path):
+    from tunespace.data.dataset import Dataset
+    from tunespace.data.embeddings import ItemEmbeddings
+    from tunespace.data.splits import SplitConfig, temporal_split
+
+    split = temporal_split(Dataset.load(corpus).interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=42))
+    cold_ids = split.items.ids[split.n_warm_items:]
+    content = ItemEmbeddings.load(corpus / "emb" / "content" / "shard-00000.parquet")
+    keep = ~np.isin(content.ids, cold_ids)
+    warm_only = tmp_path / "warm.parquet"
+    ItemEmbeddings(ids=content.ids[keep], vectors=content.vectors[keep]).save(warm_only)
+    out = tmp_path / "cold"
+    assert bench(corpus, out, "--embeddings", str(warm_only), "--backends", "warm", "--models", "knn") == 0
+    cold = pd.read_csv(out / "cold.csv").set_index("model")
+    assert cold.loc["knn[warm]", "cold_items_placed"] == 0
+    cold_md = (out / "cold.md").read_text()
+    assert f"0 of {len(cold_ids)} (no embedding)" in cold_md and f"warm 0 of {len(cold_ids)}" in cold_md
+    assert "No row placed a single cold item" in cold_md
 
 
 def test_a_missing_backend_says_how_to_make_it(corpus, tmp_path, capsys):
@@ -86,3 +186,21 @@ def test_unfinished_embeddings_are_refused_with_the_command_to_resume(corpus, tm
     assert bench(corpus, tmp_path / "x", "--backends", "partial", "--models", "knn") == 1
     said = capsys.readouterr().out
     assert "unfinished (1 of 3 shards)" in said and f"tunespace embed --backend partial --data {corpus}" in said
+
+
+def test_evaluate_writes_every_k_the_settings_and_a_provenance_record(corpus, tmp_path):
+    split_dir, out = tmp_path / "split", tmp_path / "results"
+    assert main(["split", str(corpus), "--cutoff", SYNTHETIC_CUTOFF, "--out", str(split_dir)]) == 0
+    assert main(["evaluate", str(split_dir), "--models", "popularity,ease,itemknn", "--k", "5,20",
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert {"hit_rate@5", "ndcg@5", "recall@20", "ndcg@20"} <= set(table.columns)
+    assert set(pd.read_csv(out / "significance.csv")["metric"]) == {"ndcg@20"}
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["ks"] == [5, 20] and settings["models"]["itemknn"]["params"] == {"neighbours": 100, "shrink": 0.0}
+    assert settings["split"]["seed"] == 42
+    markdown = (out / "results.md").read_text()
+    assert " ndcg@5 |" in markdown and "neighbours=100" in markdown
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["command"] and record["settings"]["ks"] == [5, 20] and "ndcg@20" in record["figures"]["ease"]
+    assert main(["evaluate", str(split_dir), "--models", "popularity", "--k", "ten"]) != 0

@@ -10,7 +10,8 @@ import pytest
 
 from tunespace.audio.decode import load_audio
 from tunespace.cli.main import main
-from tunespace.corpus.build import CorpusConfig, build_corpus, select_tunes
+from tunespace.corpus.build import CorpusConfig, CorpusError, build_corpus, select_tunes
+from tunespace.corpus.listeners import ListenerConfig, ListenerConfigError, simulate_listeners
 from tunespace.corpus.tunes import read_tunes
 from tunespace.data.dataset import Dataset
 
@@ -88,3 +89,37 @@ def test_playlist_sessions_say_who_made_each_playlist_and_when(built):
     assert sessions["playlist_id"].is_unique and str(sessions["timestamp"].dt.tz) == "UTC"
     interactions = pd.read_parquet(out / "interactions.parquet")
     assert set(sessions["user_id"]) <= set(interactions["user_id"])
+
+
+def test_every_track_with_a_dance_type_or_genre_has_a_style_and_no_favourite_is_unknown(built):
+    """The Essen tunes (genre, no dance type) take their genre as style; the books without an origin their
+    collection as region; and no user favours the "unknown" that is left."""
+    out, _ = built
+    tracks = pd.read_parquet(out / "tracks.parquet")
+    catalogue = simulate_listeners(tracks, ListenerConfig(users=40, seed=0)).catalogue.set_index("track_id")
+    style = catalogue.loc[tracks["track_id"], "style"].to_numpy()
+    described = (tracks["dance_type"].fillna("") != "") | (tracks["genre"].fillna("") != "")
+    assert (tracks["collection"] == "essen").any() and (tracks.loc[described, "genre"] != "").any()
+    assert not pd.Series(style[described.to_numpy()]).isin(["", "unknown"]).any()
+    expected = tracks["dance_type"].where(tracks["dance_type"].fillna("") != "", tracks["genre"])
+    assert (style[described.to_numpy()] == expected[described].to_numpy()).all()
+    assert not catalogue["region"].isin(["", "unknown"]).any()
+    users = pd.read_parquet(out / "users.parquet")
+    for attribute in ("style", "region", "mode", "tempo_class", "instrument_family"):
+        assert not users[f"{attribute}_favourites"].explode().isin(["", "unknown"]).any(), attribute
+
+
+def test_listener_parameters_are_checked_cast_and_recorded(built):
+    out, _ = built
+    saved = json.loads((out / "build.json").read_text())
+    assert saved["listener_config"]["users"] == 40 and saved["listener_config"]["semantic_weight"] == 1.5
+    config = CorpusConfig(size="small", listeners=7, seed=2, listener={"favoured_values": 2.0, "temperature": 2})
+    assert config.listener == {"favoured_values": 2, "temperature": 2.0}
+    assert config.listener_config() == ListenerConfig(users=7, start="2024-01-01", seed=2, favoured_values=2,
+                                                      temperature=2.0)
+    for bad in ({"users": 5}, {"start": 1}, {"nonsense": 1}, {"favoured_values": 1.5}, {"temperature": "hot"},
+                {"favoured_values": float("inf")}):
+        with pytest.raises(CorpusError):
+            CorpusConfig(listener=bad)
+    with pytest.raises(ListenerConfigError):
+        CorpusConfig(listener={"temperature": 0.0})

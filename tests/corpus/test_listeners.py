@@ -264,3 +264,67 @@ def test_bad_inputs_raise_named_errors(tracks: pd.DataFrame) -> None:
                 {"min_playlist_length": 20, "mean_playlist_length": 10.0}, {"start": "not a date"}):
         with pytest.raises(ListenerConfigError):
             ListenerConfig(**bad)
+
+
+# ---------------------------------------------------------------- per-track fallbacks and the "unknown" value
+
+
+def mixed_tracks() -> pd.DataFrame:
+    """Six rows, one per fallback case: the Essen-like rows have a genre and no dance type, and so on."""
+    tracks = random_tracks(n=6, seed=2).drop(columns=["dance_type", "region"])
+    tracks["dance_type"] = ["reel", "", None, "jig", "  ", ""]
+    tracks["genre"] = ["", "Ballade", "Liebeslied", "Tanz", None, ""]
+    tracks["region"] = ["Ireland", "", "Westfalen", None, "", ""]
+    tracks["country"] = ["Ireland", "Germany", "Germany", "", "", ""]
+    tracks["collection"] = ["oneills", "essen", "essen", "ryans", "airds", None]
+    return tracks
+
+
+def test_style_and_region_fall_back_per_track() -> None:
+    catalogue = simulate_listeners(mixed_tracks(), ListenerConfig(users=5, seed=0)).catalogue
+    assert catalogue["style"].tolist() == ["reel", "Ballade", "Liebeslied", "jig", "unknown", "unknown"]
+    assert catalogue["region"].tolist() == ["Ireland", "Germany", "Westfalen", "ryans", "airds", "unknown"]
+
+
+def test_no_user_favours_an_unknown_or_empty_value(tracks: pd.DataFrame) -> None:
+    """Even when "unknown" is the commonest style, as the empty string was for the Essen tunes."""
+    patchy = tracks.copy()
+    patchy.loc[: int(0.6 * len(patchy)), "dance_type"] = ""
+    patchy.loc[:50, "region"] = None
+    listening = simulate_listeners(patchy, ListenerConfig(users=200, seed=0))
+    assert (listening.catalogue["style"] == "unknown").mean() > 0.5
+    for attribute in ("style", "region", "mode"):
+        favourites = listening.users[f"{attribute}_favourites"].explode()
+        assert not favourites.isin(["", "unknown"]).any(), attribute
+        assert listening.users[f"{attribute}_favourites"].map(len).eq(3).all()
+
+
+def test_an_attribute_with_no_known_value_gives_no_taste(tracks: pd.DataFrame) -> None:
+    blank = tracks.assign(mode="")
+    listening = simulate_listeners(blank, ListenerConfig(users=20, seed=0))
+    assert listening.users["mode_favourites"].map(len).eq(0).all()
+    assert (listening.catalogue["mode"] == "unknown").all()
+    assert listening_stats(listening)["users"] == 20
+
+
+def test_an_unknown_previous_style_continues_nothing() -> None:
+    """P(t) after a track of unknown style has no style-continuity term, though other tracks are "unknown" too."""
+    tracks = random_tracks(n=16, seed=1)
+    tracks.loc[[3, 5, 9, 12], "dance_type"] = ""
+    config = ListenerConfig(users=4, seed=0)
+    catalogue, taste, _ = _rebuild(simulate_listeners(tracks, config))
+    sampler = _Sampler(catalogue, config, np.random.default_rng(0))
+    sampler.prepare(taste, np.arange(4))
+    user, previous, draws = 1, 5, 200_000
+    utility = (config.semantic_weight * taste.semantic(np.array([user]), catalogue)[0]
+               + config.latent_weight * taste.latent(np.array([user]), catalogue)[0]
+               + catalogue.log_popularity(config))
+    region = catalogue.codes["region"]
+    expected = np.exp((utility + config.region_continuity * (region == region[previous])) / config.temperature)
+    expected /= expected.sum()
+    rows = np.full(draws, user)
+    drawn = sampler.propose(rows, np.full(draws, previous))
+    assert 0.5 * np.abs(np.bincount(drawn, minlength=16) / draws - expected).sum() < 0.01
+    time = np.full(draws, int(catalogue.release.max()))
+    drawn = sampler.exact(rows, np.full(draws, previous), time, np.empty((draws, 0), np.int64), np.ones(draws))
+    assert 0.5 * np.abs(np.bincount(drawn, minlength=16) / draws - expected).sum() < 0.01

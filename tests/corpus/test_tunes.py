@@ -53,17 +53,35 @@ def test_parse_key(value, expected):
 
 
 @pytest.mark.parametrize("value, unit, expected", [
+    # explicit beats: the beat is the note length written, whatever L: is
     ("1/4=120", 1 / 8, 120.0), ("3/8=120", 1 / 8, 180.0), ("1/2=104", 1 / 8, 208.0), ("1/8=120", 1 / 8, 60.0),
-    ("1/8 3/8=40", 1 / 8, 80.0), ('"Allegro" 1/4=120', 1 / 8, 120.0), ('1/4=80 "Slow"', 1 / 8, 80.0),
-    ("1/4 =50", 1 / 8, 50.0), ("120", 1 / 8, 60.0), ("120", 1 / 4, 120.0), ("120", 1 / 16, 30.0),
+    ("3/8=60", 1 / 8, 90.0), ("3/8=60", 1 / 16, 90.0), ("1/4 =50", 1 / 8, 50.0), (" 1 / 4 = 96", 1 / 8, 96.0),
+    # several note lengths: the beat is their sum (1/8 + 3/8 = a half note)
+    ("1/8 3/8=40", 1 / 8, 80.0), ("1/4 3/8 1/4 3/8=40", 1 / 8, 200.0),
+    # words in quotes are ignored, before or after
+    ('"Allegro" 1/4=120', 1 / 8, 120.0), ('1/4=80 "Slow"', 1 / 8, 80.0), ('"Allegro" 3/8=60', 1 / 8, 90.0),
+    # bare numbers: quarter notes per minute, as abc2midi and music21 read them, whatever L: is
+    ("120", 1 / 8, 120.0), ("120", 1 / 4, 120.0), ("60", 1 / 16, 60.0), ("190", 1 / 8, 190.0),
+    # legacy letter forms: the beat is that many unit notes (L:)
+    ("C=120", 1 / 8, 60.0), ("C=120", 1 / 4, 120.0), ("C=120", 1 / 16, 30.0), ("C2=120", 1 / 8, 120.0),
+    ("C3=60", 1 / 8, 90.0), ("C/2=120", 1 / 8, 30.0), ("C3/2=80", 1 / 8, 60.0), ("c2 = 100", 1 / 16, 50.0),
 ])
 def test_parse_tempo_gives_quarter_notes_per_minute(value, unit, expected):
     assert parse_tempo(value, unit) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("value", ['"Slowly and Smoothly"', "", "1/4=", "0"])
+@pytest.mark.parametrize("value", ['"Slowly and Smoothly"', '"Allegro"', "Allegro", "", "1/4=", "0", "C", "C=",
+                                   "0/4=120"])
 def test_parse_tempo_without_a_number_is_nan(value):
     assert math.isnan(parse_tempo(value))
+
+
+def test_a_bare_tempo_reads_as_quarter_notes_in_a_whole_tune():
+    """O'Neill's "Q:60" under 2/4 with no L: (unit 1/16) is 60 bpm; read as unit notes it gave 15 bpm."""
+    rows, _ = parse_abc_file("X:1\nT:An Suisin Ban\nM:2/4\nQ:60\nK:G\nGABc|d2B2|\n", "oneills", "air")
+    assert rows[0]["tempo_bpm"] == pytest.approx(60.0)
+    rows, _ = parse_abc_file("X:1\nT:Legacy\nM:2/4\nQ:C2=60\nK:G\nGABc|d2B2|\n", "oneills", "air")
+    assert rows[0]["tempo_bpm"] == pytest.approx(30.0)  # two sixteenths a beat, 60 beats a minute
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -8,8 +8,8 @@ import pytest
 
 from tunespace.data.splits import SplitConfig, temporal_split
 from tunespace.data.synthetic import SYNTHETIC_CUTOFF, SyntheticConfig, synthetic_dataset
-from tunespace.evaluation.benchmark import (BenchmarkRun, SeededRuns, is_seeded, random_init_of, run_seeds,
-                                            study_baselines, study_specs)
+from tunespace.evaluation.benchmark import (BenchmarkRun, SeededRuns, is_seeded, random_init_of, reference_pairs,
+                                            run_seeds, strongest_reference, study_baselines, study_specs)
 from tunespace.evaluation.evaluate import EvaluationResult, compare_pairs
 from tunespace.evaluation.metrics import PER_USER_METRICS
 from tunespace.evaluation.significance import holm, paired_test
@@ -43,6 +43,16 @@ def test_each_content_row_is_tested_against_the_random_init_row_of_its_model():
         "knn[mfcc]": "popularity", "knn[musicnn-msd]": "popularity",
         "shallow[mfcc]": "shallow-random", "shallow[musicnn-msd]": "shallow-random",
         "bert4rec[mfcc]": "bert4rec-random", "bert4rec[musicnn-msd]": "bert4rec-random"}
+
+
+def test_every_row_is_also_tested_against_the_strongest_reference():
+    specs = study_specs(["knn", "shallow"], {"mfcc": None})
+    assert reference_pairs(specs) == [("popularity", "ease"), ("knn[mfcc]", "ease"), ("shallow-random", "ease"),
+                                      ("shallow[mfcc]", "ease")]
+    without_ease = [spec for spec in specs if spec.label != "ease"]
+    assert strongest_reference(spec.label for spec in without_ease) == "popularity"
+    assert reference_pairs(without_ease)[0] == ("knn[mfcc]", "popularity")
+    assert strongest_reference(["knn[mfcc]"]) is None
 
 
 def result(label: str, values: np.ndarray, users: list[str] | None = None) -> EvaluationResult:

@@ -150,6 +150,14 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(monkeypatch):
     assert [r.epoch for r in reports] == [1, 2, 3, 4, 5]
     assert [r.best_epoch for r in reports] == [1, 2, 2, 2, 2]
     assert torch.equal(model.net.users, snapshots[2]) and not torch.equal(snapshots[2], snapshots[5])
+    assert (model.epochs_run, model.best_epoch) == (5, 2)  # what reports list beside the row
+
+
+def test_epochs_run_and_kept_without_validation_are_the_cap():
+    model = small(epochs=3)
+    assert (model.epochs_run, model.best_epoch) == (None, None)  # not fitted yet
+    model.fit(two_clusters())
+    assert (model.epochs_run, model.best_epoch) == (3, 3)
 
 
 def test_validation_ndcg_is_the_evaluation_metric_of_the_kept_weights(caplog):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -26,8 +27,9 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import ExtractionConfig
 from tunespace.errors import TunespaceError
-from tunespace.evaluation.benchmark import BenchmarkRun, SeededRuns, accepts, model_specs, run_benchmark
-from tunespace.evaluation.evaluate import compare, compare_pairs
+from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, accepts, model_specs, run_benchmark
+from tunespace.evaluation.seeds import SplitSeedRuns
+from tunespace.evaluation.evaluate import compare
 from tunespace.io import write_text
 from tunespace.reports.tables import HEADLINE, formatted, results_frame, to_markdown, write_results
 
@@ -43,7 +45,11 @@ DEMO_BACKENDS = ("mfcc", "musicnn-msd")
 
 
 def _ks(values: str) -> list[int]:
-    return [int(v) for v in values.split(",") if v.strip()]
+    """`--k 10,50` -> [10, 50]; a value that is not an integer is a usage error naming it."""
+    try:
+        return [int(v) for v in values.split(",") if v.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(f"--k takes comma-separated integers, got {values!r}") from error
 
 
 def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int], None]]:
@@ -77,33 +83,108 @@ def _show_tests(tests: pd.DataFrame, title: str) -> None:
     _show(shown, title)
 
 
-def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, baseline: str | None) -> None:
-    frame = results_frame(run.results)
+def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, baseline: str | None,
+            settings: dict[str, object] | None = None) -> dict[str, object]:
+    """Print and (with `out`) write one run's table at every cut-off it was evaluated at, the paired tests of
+    every row against `baseline` on NDCG at the largest cut-off, per-user metrics and `settings.json` (the given
+    settings plus each row's resolved parameters). Returns the headline figures, for a provenance record."""
+    from tunespace.evaluation.evaluate import headline_metric, headline_metrics
+
+    ks = sorted({k for result in run.results.values() for k in result.ks})
+    metrics, headline = headline_metrics(ks), headline_metric(ks)
+    frame = results_frame(run.results, metrics)
     frame["fit_s"] = [round(run.fit_seconds[m], 2) for m in frame["model"]]
-    _show(formatted(frame).assign(fit_s=frame["fit_s"]), title)
+    _show(formatted(frame, metrics).assign(fit_s=frame["fit_s"]), title)
     tests = None
     if baseline in run.results and len(run.results) > 1:
-        tests = compare(run.results, baseline, "ndcg@50")
-        _show_tests(tests, f"NDCG@50 against {baseline}: paired tests, Holm-corrected")
+        tests = compare(run.results, baseline, headline)
+        _show_tests(tests, f"{headline} against {baseline}: paired tests, Holm-corrected")
+    settings = {**(settings or {}), "ks": ks, "headline_metric": headline,
+                "models": {label: {"params": params} for label, params in run.params.items()}}
     if out is not None:
-        csv_path, md_path = write_results(frame, out, preamble=f"# {title}\n\n{preamble}\n\n")
+        settings_md = _settings_markdown(settings)
+        csv_path, md_path = write_results(frame, out, metrics=metrics, preamble=f"# {title}\n\n{preamble}\n\n")
+        write_text(md_path.read_text(encoding="utf-8") + settings_md, md_path)
         per_user = pd.concat([r.per_user.assign(model=label) for label, r in run.results.items()])
         per_user.to_parquet(out / "per_user.parquet", index=False)
         if tests is not None:
             tests.to_csv(out / "significance.csv", index=False)
-        console.print(f"wrote {csv_path}, {md_path} and per-user metrics to {out / 'per_user.parquet'}")
+        write_text(json.dumps(settings, indent=2, default=str) + "\n", out / "settings.json")
+        console.print(f"wrote {csv_path}, {md_path}, settings.json and per-user metrics to {out / 'per_user.parquet'}")
+    return _figures(frame, metrics)
+
+
+def _figures(frame: pd.DataFrame, metrics: Sequence[str]) -> dict[str, object]:
+    """Row -> metric -> mean, with the half-width of its interval (and its spreads where the table has them)."""
+    figures: dict[str, object] = {}
+    for _, row in frame.iterrows():
+        entry: dict[str, float | None] = {}
+        for metric in metrics:
+            entry[metric] = float(row[metric])
+            entry[f"{metric}_half_width"] = float((row[f"{metric}_high"] - row[f"{metric}_low"]) / 2)
+            for suffix in ("_std", "_split_sd"):
+                if f"{metric}{suffix}" in row:
+                    entry[f"{metric}{suffix}"] = float(row[f"{metric}{suffix}"])
+        figures[str(row["model"])] = {key: (None if value != value else value) for key, value in entry.items()}
+    return figures
+
+
+def _settings_markdown(settings: dict[str, object]) -> str:
+    """The settings section of a results.md: the run-wide settings as a list, then each row's parameters."""
+    lines = ["", "## Settings", ""]
+    for key, value in settings.items():
+        if key not in ("models", "backends"):
+            lines.append(f"- {key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
+    for name, info in (settings.get("backends") or {}).items():  # type: ignore[union-attr]
+        lines.append(f"- backend {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    models = settings.get("models") or {}
+    if models:
+        lines += ["", "Every parameter of every row, defaults included (training seeds are listed above):", ""]
+        rows = []
+        for label, info in models.items():  # type: ignore[union-attr]
+            params = ", ".join(f"{k}={v}" for k, v in info.get("params", {}).items()) or "(none)"
+            rows.append({"row": label, **{k: ("" if v is None else v) for k, v in info.items() if k != "params"},
+                         "parameters": params})
+        lines.append(to_markdown(pd.DataFrame(rows)).rstrip("\n"))
+    return "\n".join(lines) + "\n"
 
 
 def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, backends: str | None, ks: str,
            part: str, out: Path | None, title: str, embeddings: Sequence[Path] = (), text_encoder: str | None = None,
-           seeds: Sequence[int] = (0,), params: dict[str, dict[str, object]] | None = None) -> SeededRuns:
+           seeds: Sequence[int] = (0,), params: dict[str, dict[str, object]] | None = None,
+           split_seeds: Sequence[int] | None = None) -> SplitSeedRuns:
     """The study's Table 3 on one dataset: every content model x backend, the random-init rows, popularity and
-    EASE, over `seeds`; the warm table with paired tests and a bar chart, and the cold-start table."""
+    EASE, over training `seeds` and `split_seeds` (validation/test partitions; default the config's seed alone);
+    the warm table at every k with paired tests and a bar chart, the cold-start table, settings.json, and with
+    `out` a provenance record of the whole run."""
+    import contextlib
+
+    from tunespace.provenance import recorded_run
+
+    with recorded_run(out) if out is not None else contextlib.nullcontext({}) as record:
+        runs, settings, figures, written = _study_run(dataset, data, config, models, backends, ks, part, out, title,
+                                                      embeddings, text_encoder, seeds, params, split_seeds)
+        record.update(settings=settings, figures=figures, outputs=written)
+    return runs
+
+
+def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str, backends: str | None, ks: str,
+               part: str, out: Path | None, title: str, embeddings: Sequence[Path], text_encoder: str | None,
+               seeds: Sequence[int], params: dict[str, dict[str, object]] | None,
+               split_seeds: Sequence[int] | None) -> tuple[SplitSeedRuns, dict, dict, list[str]]:
+    """The body of `_study`: returns the runs, the settings, the headline figures and the files written."""
     from tunespace.data.sources import load_source
-    from tunespace.evaluation.benchmark import run_seeds, study_baselines, study_specs
-    from tunespace.reports.study import (formatted_study, formatted_tests, per_seed_frame, seed_averaged,
+    from tunespace.evaluation.benchmark import reference_pairs, study_baselines, study_specs
+    from tunespace.evaluation.evaluate import headline_metric, headline_metrics
+    from tunespace.evaluation.seeds import compare_each_split_seed, compare_split_seeds, run_split_seeds
+    from tunespace.reports.study import (combine_split_seeds, formatted_study, formatted_tests, per_seed_frame,
                                          study_chart, study_frame, write_png, write_study_table)
 
+    cutoffs = sorted(set(_ks(ks)))
+    if not cutoffs or min(cutoffs) < 1:
+        raise typer.BadParameter(f"--k needs positive cut-offs, got {ks!r}")
+    metrics, headline = headline_metrics(cutoffs), headline_metric(cutoffs)
+    split_seeds = list(split_seeds or [config.seed])
     with console.status(f"loading {dataset}"):
         source = load_source(dataset, data, cutoff=config.cutoff, seed=config.seed, text_encoder=text_encoder)
     console.print(f"[bold]{dataset}[/]: {source.note}")
@@ -114,76 +195,201 @@ def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, ba
     specs = study_specs([m.strip() for m in models.split(",") if m.strip()], vectors, params)
     cold_part = f"cold_{part}"
     with _progress() as progress:
-        seeded = run_seeds(split, specs, list(seeds), ks=_ks(ks), part=part, progress=_progress_factory(progress),
-                           cold_part=cold_part)
+        runs = run_split_seeds(split, specs, split_seeds, list(seeds), ks=cutoffs, part=part,
+                               progress=_progress_factory(progress), cold_part=cold_part)
+    several = len(split_seeds) > 1
+    first = runs.seeded[split_seeds[0]]
 
-    frame = study_frame(seeded, specs)
-    baselines = study_baselines(specs)
-    averaged = seed_averaged(seeded.runs)
-    tests = pd.concat([compare_pairs(averaged, list(baselines.items()), metric) for metric in HEADLINE],
-                      ignore_index=True) if baselines else None
-    unpaired = [spec for spec in specs if baselines.get(spec.label) == "popularity"]  # knn: no random-init row
+    frames = {s: study_frame(runs.seeded[s], specs, metrics=metrics) for s in split_seeds}
+    frame = combine_split_seeds(frames, metrics)
+    per_split = pd.concat([f.assign(split_seed=s) for s, f in frames.items()], ignore_index=True)
+    per_split.insert(1, "split_seed", per_split.pop("split_seed"))
+    per_seed = pd.concat([per_seed_frame(runs.seeded[s], metrics=metrics, split_seed=s) for s in split_seeds],
+                         ignore_index=True)
+
+    # paired tests: each row against its own baseline (random-init twin; popularity for knn), and every row against
+    # the strongest reference (EASE); each (family, metric) is its own Holm family
+    twins, references = list(study_baselines(specs).items()), reference_pairs(specs)
+    families = [(kind, pairs) for kind, pairs in (("random-init", twins), ("reference", references)) if pairs]
+    averaged = runs.averaged()
+
+    def tests_of(compare_fn) -> pd.DataFrame | None:  # noqa: ANN001 - one of the two comparisons
+        frames_ = [compare_fn(averaged, pairs, metric).assign(baseline_kind=kind)
+                   for kind, pairs in families for metric in metrics]
+        if not frames_:
+            return None
+        tests_ = pd.concat(frames_, ignore_index=True)
+        tests_.insert(0, "baseline_kind", tests_.pop("baseline_kind"))
+        return tests_
+
+    tests = tests_of(compare_split_seeds)
+    tests_per_split = tests_of(compare_each_split_seed) if several else None
+    reference = references[0][1] if references else None
+    unpaired = [spec for spec in specs if dict(twins).get(spec.label) == "popularity"]  # knn: no random-init row
     test_notes = {spec.label: "no random-init row: against popularity" for spec in unpaired}
     unpaired_text = (f" {', '.join(dict.fromkeys(spec.family for spec in unpaired))} has no random-init "
                      "counterpart: its rows are tested against popularity." if unpaired else "")
-    fixed = [spec.label for spec in specs if not seeded.seeded[spec.label]]
-    given = "; ".join(f"{spec.label} " + ", ".join(f"{key}={value}" for key, value in spec.params.items())
-                      for spec in specs if spec.params)
+
+    fixed = [spec.label for spec in specs if not first.seeded[spec.label]]
     seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else
                  f"seeds {seeds[0]}..{seeds[-1]} (mean over seeds; sd = standard deviation of the per-seed means)")
+    split_text = (f"split seed {split_seeds[0]}" if not several else
+                  f"split seeds {split_seeds[0]}..{split_seeds[-1]}: each re-partitions the test-window users into "
+                  "validation and test; a figure is the mean over split seeds of the per-split-seed means, ± the "
+                  "mean over split seeds of the per-user 95% half-width, and split sd is the standard deviation over "
+                  "split seeds of the per-split-seed means. Models that do not early-stop on validation"
+                  + (f" ({', '.join(runs.shared)})" if runs.shared else "") + " are fitted once and their per-user "
+                  "results sliced per split seed; early-stopping models are refitted per split seed")
     preamble = (f"# {title}\n\nDataset: {source.note}. Protocol: train [{config.train_start or 'start'}, "
                 f"{config.cutoff}), test pairs first seen in [{config.test_start or config.cutoff}, "
-                f"{config.test_end or 'end'}), {part} users (validation ratio {config.validation_ratio}, split seed "
-                f"{config.seed}); full ranking over the {split.n_warm_items} train items with seen items removed; mean "
-                f"± 95% t-interval half-width over users. Training {seed_text}: a seed sets a trained model's "
-                "initialisation, negative sampling and masking, while the validation/test partition stays fixed by "
-                "the split seed, so the spread measures training variance only"
+                f"{config.test_end or 'end'}), {part} users (validation ratio {config.validation_ratio}, "
+                f"{split_text}); full ranking over the {split.n_warm_items} train items with seen items removed; mean "
+                f"± 95% t-interval half-width over users at every k requested ({', '.join(map(str, cutoffs))}). "
+                f"Training {seed_text}: a seed sets a trained model's initialisation, negative sampling and masking "
+                "within a fixed validation/test partition, so the sd measures training variance only"
                 + (f"; {', '.join(fixed)} are deterministic and fitted once" if fixed else "") + ". "
-                + (f"Parameters other than the models' defaults: {given}. " if given else "")
-                + "fit_s: mean fit time in seconds (early-stopping models include their per-epoch validation).\n\n")
-    _show(formatted_study(frame), title)
+                "fit_s: mean fit time in seconds (early-stopping models include their per-epoch validation). "
+                "Every setting, defaults included, is listed under Settings below and in settings.json.\n\n")
+    _show(formatted_study(frame, metrics), title)
     notes = ""
     if tests is not None:
-        _show(formatted_tests(tests[tests["metric"] == "ndcg@50"], test_notes).drop(columns="metric"),
-              "NDCG@50: content rows against the random-init row of the same model, paired tests, Holm-corrected")
-        notes = ("\n## Paired tests\n\nEach content row against the random-init row of the same model (t-test and "
-                 "Wilcoxon signed-rank over the test users' seed-averaged values); each test's p-values are "
-                 f"Holm-corrected over all {len(baselines)} comparisons of a metric."
-                 + unpaired_text
-                 + "\n\n" + to_markdown(formatted_tests(tests, test_notes)))
-    cold = None
-    if seeded.runs[0].cold_results:
-        cold = study_frame(seeded, specs, part="cold_results")
-        handling = [seeded.runs[0].cold_handling[label] for label in cold["model"]]
-        _show(formatted_study(cold), f"cold items ({cold_part}): ranked among all {len(split.items)} items")
-        _show(pd.DataFrame({"model": cold["model"], "cold items": handling}), "how each model scores cold items")
+        _show(formatted_tests(tests[tests["metric"] == headline], test_notes).drop(columns="metric"),
+              f"{headline}: paired tests, Holm-corrected per family" + (" (across split seeds)" if several else ""))
+        across = ("over the test users' values averaged over the training seeds" + (
+            " and over the split seeds in which the user was a test user (every user tested in at least one split "
+            "seed counts once); same sign: in how many split seeds the row's mean difference had the sign of the "
+            "across-split-seed difference; the tests within each split seed are in significance_per_split_seed.csv"
+            if several else ""))
+        notes = (f"\n## Paired tests\n\nTwo families, t-test and Wilcoxon signed-rank {across}. random-init: each "
+                 "content row against the random-init row of the same model." + unpaired_text
+                 + (f" reference: every row against {reference}, the strongest reference in the run." if reference
+                    else "")
+                 + " Each test's p-values are Holm-corrected within a family and metric; the headline for the "
+                 f"terminal and the chart is {headline} (NDCG at the largest k requested).\n\n"
+                 + to_markdown(formatted_tests(tests, test_notes)))
+    training = per_seed.dropna(subset=["epochs_run"])
+    if not training.empty:
+        columns = ["model", *(["split_seed"] if several else []), "seed", "epochs_run", "best_epoch"]
+        notes += ("\n## Epochs\n\nEpochs each trained model ran (its cap and patience are under Settings) and the "
+                  "epoch whose weights it kept (best validation " + f"NDCG@{_validation_k(first)}" + ").\n\n"
+                  + to_markdown(training[columns]))
+
+    # the cold items: who could place how many
+    cold_ids = split.items.ids[split.n_warm_items:]
+    backend_cover = {name: {"items": len(emb.ids), "dim": int(emb.vectors.shape[1]),
+                            "cold_items_with_vector": int(np.isin(cold_ids, emb.ids).sum()),
+                            "cold_items": len(cold_ids)} for name, emb in vectors.items()}
+    cold_runs = {s: runs.seeded[s] for s in split_seeds if runs.seeded[s].runs[0].cold_results}
+    cold = cold_per_split = None
+    placed_cells: list[str] = []
+    handling: list[str] = []
+    if cold_runs:
+        cold_frames = {s: study_frame(r, specs, part="cold_results", metrics=metrics) for s, r in cold_runs.items()}
+        cold = combine_split_seeds(cold_frames, metrics)
+        cold_per_split = pd.concat([f.assign(split_seed=s) for s, f in cold_frames.items()], ignore_index=True)
+        cold_per_split.insert(1, "split_seed", cold_per_split.pop("split_seed"))
+        base_run = next(iter(cold_runs.values())).runs[0]
+        handling = [base_run.cold_handling[label] for label in cold["model"]]
+        by_label = {spec.label: spec for spec in specs}
+        for label in cold["model"]:
+            placed, total = base_run.cold_counts[label]
+            reason = ""
+            if by_label[label].embeddings is not None and placed < total:
+                reason = " (no embedding)" if placed == 0 else " (the others have no embedding)"
+            placed_cells.append(f"{placed} of {total}{reason}")
+        cold.insert(cold.columns.get_loc("users") + 1, "cold_items_placed",
+                    [base_run.cold_counts[label][0] for label in cold["model"]])
+        _show(formatted_study(cold, metrics), f"cold items ({cold_part}): ranked among all {len(split.items)} items")
+        _show(pd.DataFrame({"model": cold["model"], "cold items placed": placed_cells, "cold items": handling}),
+              "how each model scores cold items")
+
+    settings = _study_settings(dataset, data, config, part, split, split_seeds, seeds, cutoffs, headline, specs,
+                               runs, backend_cover, text_encoder)
+    notes += _settings_markdown(settings)
+    written: list[str] = []
     if out is not None:
         split.save(out / "split")
-        write_study_table(frame, per_seed_frame(seeded), out, "results", preamble, notes)
-        per_user = pd.concat([result.per_user.assign(model=label, seed=seed) for seed, run in
-                              zip(seeded.seeds, seeded.runs) for label, result in run.results.items()])
+        paths = write_study_table(frame, per_seed, out, "results", preamble, notes, metrics,
+                                  per_split_seed=per_split)
+        per_user = pd.concat([result.per_user.assign(model=label, split_seed=s, seed=seed)
+                              for s in split_seeds for seed, run in zip(seeds, runs.seeded[s].runs)
+                              for label, result in run.results.items()])
         per_user.to_parquet(out / "per_user.parquet", index=False)
+        chart = f"{headline.replace('@', '')}.png"
+        write_png(study_chart(frame, headline), out / chart)
+        written = [p.name for p in paths] + ["per_user.parquet", chart]
         if tests is not None:
             write_text(tests.to_csv(index=False), out / "significance.csv")
-        write_png(study_chart(frame, "ndcg@50"), out / "ndcg50.png")
-        written = ["results.csv", "results.md", "results_per_seed.csv", "per_user.parquet", "ndcg50.png"]
-        written += ["significance.csv"] if tests is not None else []
-        if cold is not None:
+            written.append("significance.csv")
+        if tests_per_split is not None:
+            write_text(tests_per_split.to_csv(index=False), out / "significance_per_split_seed.csv")
+            written.append("significance_per_split_seed.csv")
+        if cold is not None and cold_per_split is not None:
             truth = split.part(cold_part)
-            unplaced = [label for label, placed in seeded.runs[0].cold_placed.items() if not placed]
+            placing = [f"{label} ({cell})" for label, cell in zip(cold["model"], placed_cells)
+                       if not cell.startswith("0 of")]
+            blind = [label for label, cell in zip(cold["model"], placed_cells) if cell.startswith("0 of")]
+            cover = "; ".join(f"{name} {info['cold_items_with_vector']} of {info['cold_items']}"
+                              for name, info in backend_cover.items())
             cold_preamble = (
                 f"# {title}: cold items\n\nThe same fitted models on the {cold_part} pairs: {len(truth)} pairs of "
-                f"{truth['user_id'].nunique()} users with items unseen in training, ranked among the whole catalogue "
-                f"({split.n_warm_items} train + {len(split.items) - split.n_warm_items} cold items) with seen items "
-                f"removed; {seed_text}. A content model places a cold item from its embedding; a model that cannot"
-                + (f" ({', '.join(unplaced)})" if unplaced else "") + " scores it -inf, so it never recommends one "
-                "and its cold HR, Recall and NDCG are 0 by construction. How each model handles cold items is in the "
-                "last column.\n\n")
-            write_study_table(cold, per_seed_frame(seeded, "cold_results"), out, "cold", cold_preamble,
-                              extra_columns={"cold items": handling})
-            written += ["cold.csv", "cold.md", "cold_per_seed.csv"]
+                f"{truth['user_id'].nunique()} users (split seed {split_seeds[0]}) with items unseen in training, "
+                f"ranked among the whole catalogue ({split.n_warm_items} train + {len(cold_ids)} cold items) with "
+                f"seen items removed; {seed_text}"
+                + (f"; mean over split seeds {split_seeds[0]}..{split_seeds[-1]} with split sd" if several else "")
+                + ". " + (f"Cold items with a vector, per embedding set: {cover}. " if cover else "")
+                + (f"Rows that placed cold items (gave them a finite score): {', '.join(placing)}. " if placing else
+                   "No row placed a single cold item: no model here could score an item unseen in training. ")
+                + (f"Rows that placed none ({', '.join(blind)}) score every cold item -inf, so they never recommend "
+                   "one and their cold HR, Recall and NDCG are 0 by construction. " if blind else "")
+                + "The last two columns say how many cold items each row placed and how its model scores them.\n\n")
+            paths = write_study_table(cold, pd.concat([per_seed_frame(r, "cold_results", metrics, split_seed=s)
+                                                       for s, r in cold_runs.items()], ignore_index=True),
+                                      out, "cold", cold_preamble, metrics=metrics,
+                                      extra_columns={"cold items placed": placed_cells, "cold items": handling},
+                                      per_split_seed=cold_per_split if several else None)
+            written += [p.name for p in paths]
+        write_text(json.dumps(settings, indent=2, default=str) + "\n", out / "settings.json")
+        written += ["settings.json", "provenance.json"]
         console.print(f"wrote {', '.join(written)} and the split to {out}", soft_wrap=True)
-    return seeded
+    figures = _figures(frame, metrics)
+    if tests is not None:
+        figures["tests"] = tests[tests["metric"] == headline].to_dict(orient="records")
+    return runs, settings, figures, written
+
+
+def _validation_k(seeded: SeededRuns) -> str:
+    """The validation cut-off of the trained rows (as their parameters say), for the text of results.md."""
+    values = {params.get("validation_k") for params in seeded.runs[0].params.values() if "validation_k" in params}
+    return ", ".join(map(str, sorted(values))) or "50"
+
+
+def _study_settings(dataset: str, data: Path | None, config: SplitConfig, part: str, split: Split,
+                    split_seeds: Sequence[int], seeds: Sequence[int], ks: Sequence[int], headline: str,
+                    specs: Sequence[ModelSpec], runs: SplitSeedRuns, backends: dict[str, dict[str, int]],
+                    text_encoder: str | None) -> dict[str, object]:
+    """Every setting that shaped a number of `benchmark recsys`: data, split, seeds, cut-offs and, per row, the
+    model's resolved parameters (defaults included; the seed is the training seed) and how often it was fitted."""
+    from tunespace.recommenders import get_recommender
+
+    first = runs.seeded[split_seeds[0]]
+    models: dict[str, dict[str, object]] = {}
+    for spec in specs:
+        seeded, early = first.seeded[spec.label], get_recommender(spec.name).uses_validation
+        params = {k: v for k, v in first.runs[0].params.get(spec.label, {}).items() if not (seeded and k == "seed")}
+        per = (["split seed"] if early and len(split_seeds) > 1 else []) + (["training seed"] if seeded else [])
+        fitted = "once per " + " and ".join(per) if per else "once"
+        models[spec.label] = {"model": spec.name, "backend": spec.backend, "seeded": seeded,
+                              "early_stopping": early, "fitted": fitted, "params": params}
+    return {
+        "command": "benchmark recsys", "dataset": dataset, "data": None if data is None else str(data),
+        "text_encoder": text_encoder, "part": part,
+        "split": {"cutoff": config.cutoff, "train_start": config.train_start,
+                  "test_start": config.test_start or config.cutoff, "test_end": config.test_end,
+                  "validation_ratio": config.validation_ratio, "split_seed": config.seed},
+        "split_seeds": list(split_seeds), "training_seeds": list(seeds), "ks": list(ks), "headline_metric": headline,
+        "split_stats": dict(split.stats), "backends": backends, "models": models,
+    }
 
 
 def _study_embeddings(loaded: dict[str, ItemEmbeddings], paths: Sequence[Path], backends: str | None,
@@ -326,10 +532,14 @@ app.add_typer(htcl_app, name="htcl")
 
 
 def _build_corpus(size: str, out: Path, workers: int, seed: int, tracks: int | None = None,
-                  listeners: int | None = None) -> dict:
+                  listeners: int | None = None, listener: dict[str, object] | None = None) -> dict:
     from tunespace.corpus.build import CorpusConfig, build_corpus
 
-    config = CorpusConfig(size=size, seed=seed, workers=workers, tracks=tracks, listeners=listeners)
+    config = CorpusConfig(size=size, seed=seed, workers=workers, tracks=tracks, listeners=listeners,
+                          listener=listener or {})
+    if config.listener:
+        changed = ", ".join(f"{k}={v}" for k, v in config.listener.items())
+        console.print(f"listener parameters changed from the defaults: {changed} (all of them in build.json)")
     with _progress() as progress:
         report = build_corpus(out, config, progress=_progress_factory(progress))
     timings = ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in report["timings"].items())
@@ -350,9 +560,37 @@ def corpus_build(
     seed: Annotated[int, typer.Option(help="Seed of tune selection, performances and listeners.")] = 0,
     tracks: Annotated[int | None, typer.Option(help="Override the size's number of tracks.")] = None,
     listeners: Annotated[int | None, typer.Option(help="Override the size's number of listeners.")] = None,
+    semantic_weight: Annotated[float | None, typer.Option(
+        help="Listener weight a on the semantic match (default 1.5).")] = None,
+    latent_weight: Annotated[float | None, typer.Option(
+        help="Listener weight b on the latent (note-statistics) match (default 1.0).")] = None,
+    zipf_exponent: Annotated[float | None, typer.Option(
+        help="Popularity exponent s: popularity = rank ** -s (default 0.8).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Divides the listeners' utility (default 1.0).")] = None,
+    style_continuity: Annotated[float | None, typer.Option(
+        help="Utility bonus for keeping the previous track's style (default 1.0).")] = None,
+    region_continuity: Annotated[float | None, typer.Option(
+        help="Utility bonus for keeping the previous track's region (default 0.7).")] = None,
+    repeat_weight: Annotated[float | None, typer.Option(
+        help="Probability factor of a repeat within a session (default 0.15).")] = None,
+    listener_option: Annotated[list[str] | None, typer.Option(
+        help="Any other listener parameter as key=value (favoured_values, dirichlet_alpha, playlist_share, "
+             "mean_sessions_per_user, ...; see tunespace.corpus.listeners.ListenerConfig).")] = None,
 ) -> None:
-    """Render real tunes from the music21 corpus to audio, describe them, and simulate their listeners."""
-    _build_corpus(size, out, workers, seed, tracks, listeners)
+    """Render real tunes from the music21 corpus to audio, describe them, and simulate their listeners.
+
+    Listener parameters left out keep their defaults; build.json records every one the simulation ran with.
+    """
+    listener = {key.replace("-", "_"): value for key, value in _parse_options(listener_option or []).items()}
+    named = {"semantic_weight": semantic_weight, "latent_weight": latent_weight, "zipf_exponent": zipf_exponent,
+             "temperature": temperature, "style_continuity": style_continuity,
+             "region_continuity": region_continuity, "repeat_weight": repeat_weight}
+    for key, value in named.items():
+        if value is not None:
+            if key in listener:
+                raise typer.BadParameter(f"{key} given both as --{key.replace('_', '-')} and in --listener-option")
+            listener[key] = value
+    _build_corpus(size, out, workers, seed, tracks, listeners, listener)
 
 
 @app.command()
@@ -438,12 +676,26 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Folder for CSV, Markdown and per-user metrics.")] = None,
 ) -> None:
     """Fit recommenders on a saved split's train part and evaluate them by full ranking."""
-    loaded = Split.load(split_dir)
-    vectors = _embedding_sets(embeddings or [])
-    specs = model_specs([m.strip() for m in models.split(",") if m.strip()], vectors)
-    with _progress() as progress:
-        run = run_benchmark(loaded, specs, ks=_ks(ks), part=part, progress=_progress_factory(progress))
-    _report(run, out, f"{split_dir} ({part})", "", baseline="popularity")
+    import contextlib
+    from dataclasses import asdict
+
+    from tunespace.provenance import recorded_run
+
+    cutoffs = sorted(set(_ks(ks)))
+    if not cutoffs or min(cutoffs) < 1:
+        raise typer.BadParameter(f"--k needs positive cut-offs, got {ks!r}")
+    with recorded_run(out) if out is not None else contextlib.nullcontext({}) as record:
+        loaded = Split.load(split_dir)
+        vectors = _embedding_sets(embeddings or [])
+        specs = model_specs([m.strip() for m in models.split(",") if m.strip()], vectors)
+        with _progress() as progress:
+            run = run_benchmark(loaded, specs, ks=cutoffs, part=part, progress=_progress_factory(progress))
+        settings: dict[str, object] = {"command": "evaluate", "split_dir": str(split_dir), "part": part,
+                                       "split": asdict(loaded.config), "split_stats": dict(loaded.stats),
+                                       "embeddings": [str(path) for path in embeddings or []]}
+        record["figures"] = _report(run, out, f"{split_dir} ({part})", "", baseline="popularity", settings=settings)
+        record["settings"] = {**settings, "ks": cutoffs,
+                              "models": {label: {"params": params} for label, params in run.params.items()}}
 
 
 @benchmark_app.command("recsys")
@@ -456,8 +708,13 @@ def benchmark_recsys(
     test_end: Annotated[str | None, typer.Option(help="Test window end (exclusive).")] = None,
     validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
     split_seed: Annotated[int, typer.Option(
-        help="Seed of the validation/test user partition and of generated content features; the same for every "
-             "training seed.")] = 42,
+        help="Seed of the validation/test user partition (the first, with --split-seeds) and of generated content "
+             "features; the same for every training seed.")] = 42,
+    split_seeds: Annotated[int, typer.Option(
+        help="Number of split seeds, split-seed .. split-seed+N-1: the test-window users are re-partitioned into "
+             "validation and test by each; tables report the mean over split seeds and their sd beside the "
+             "per-user intervals, and paired tests run per split seed and across them. Models that do not "
+             "early-stop on validation are fitted once and sliced.")] = 1,
     seed: Annotated[int, typer.Option(
         help="First training seed (initialisation, negative sampling, masking of the trained models).")] = 0,
     seeds: Annotated[int, typer.Option(
@@ -468,10 +725,12 @@ def benchmark_recsys(
     backends: Annotated[str | None, typer.Option(
         help="Comma-separated embedding backends for the content models, each from an --embeddings path of that "
              "backend or else DATA/emb/<name> (what `tunespace embed --out DATA/emb/<name>` writes).")] = None,
-    ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs (50 is the headline).")] = "10,50",
+    ks: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs, each a column of every table; NDCG at the "
+                                                "largest is the headline of the tests shown and the chart.")] = "10,50",
     part: Annotated[str, typer.Option(help="validation or test.")] = "test",
     out: Annotated[Path | None, typer.Option(
-        help="Folder for the tables (CSV, Markdown, per seed), significance.csv, the chart and the split.")] = None,
+        help="Folder for the tables (CSV, Markdown, per seed, per split seed), significance.csv, the chart, "
+             "settings.json, provenance.json and the split.")] = None,
     embeddings: Annotated[list[Path] | None, typer.Option(
         help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
     text_encoder: Annotated[str | None, typer.Option(
@@ -484,15 +743,21 @@ def benchmark_recsys(
              "also apply to its random-init row unless given for that row.")] = None,
 ) -> None:
     """The study's Table 3 (Tamm and Aljanaki's temporal protocol): every content model x backend, the random-init
-    rows, popularity and EASE; HR/Recall/NDCG@50 with confidence intervals, paired tests against the random-init
-    row of the same model, a bar chart, and the same models on the cold-item pairs."""
+    rows, popularity and EASE; HR/Recall/NDCG at every --k with confidence intervals (and spreads over training and
+    split seeds), paired tests against the random-init row of the same model and against EASE, a bar chart, the
+    same models on the cold-item pairs, settings.json and provenance.json."""
+    from tunespace.evaluation.seeds import split_seed_list
+
     if seeds < 1:
         raise typer.BadParameter("--seeds must be at least 1")
+    if split_seeds < 1:
+        raise typer.BadParameter("--split-seeds must be at least 1")
     config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
                          validation_ratio=validation_ratio, seed=split_seed)
     params = _model_params(param or [], epochs, [m.strip() for m in models.split(",") if m.strip()])
     _study(dataset, data, config, models, backends, ks, part, out, f"benchmark recsys: {dataset}",
-           embeddings or [], text_encoder, seeds=list(range(seed, seed + seeds)), params=params)
+           embeddings or [], text_encoder, seeds=list(range(seed, seed + seeds)), params=params,
+           split_seeds=split_seed_list(split_seed, split_seeds))
 
 
 def _model_params(pairs: Sequence[str], epochs: int | None, models: Sequence[str]) -> dict[str, dict[str, object]]:

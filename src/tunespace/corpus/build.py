@@ -3,7 +3,9 @@
 The result is a data-model folder (`tracks`, `interactions`, `playlists` Parquet tables; paths inside the tracks
 table are relative to the folder) plus `captions.parquet` (several descriptions per track and language),
 `users.parquet` (simulated listeners), `playlist_sessions.parquet` (who made each playlist and when),
-`skipped.parquet` (tunes that could not be used, with the reason) and `build.json` (sizes and timings).
+`skipped.parquet` (tunes that could not be used, with the reason) and `build.json` (sizes, timings, the corpus
+config and every listener parameter the simulation ran with, defaults included, so that a log can be remade or
+compared with one simulated under other listener settings).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,8 @@ BASE_TEMPO = {"reel": 200.0, "jig": 180.0, "slip jig": 180.0, "hornpipe": 150.0,
               "polka": 220.0, "march": 200.0, "waltz": 150.0, "air": 80.0, "slide": 190.0, "set dance": 150.0}
 DEFAULT_TEMPO = 110.0
 TEMPO_SPREAD = (0.8, 1.25)  # each performance is this much slower or faster than the base tempo
+# ListenerConfig fields the corpus sets itself: `listeners` (or the size), the window that CUTOFF assumes, `seed`
+LISTENER_FIELDS_SET_BY_CORPUS = ("users", "start", "seed")
 
 
 class CorpusError(TunespaceError):
@@ -54,10 +59,38 @@ class CorpusConfig:
     workers: int = 2
     tracks: int | None = None  # overrides the size's number of tracks
     listeners: int | None = None  # overrides the size's number of listeners
+    # ListenerConfig fields to change (semantic_weight, latent_weight, zipf_exponent, temperature, ...)
+    listener: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise CorpusError(f"unknown corpus size {self.size!r}; choose from {', '.join(SIZES)}")
+        object.__setattr__(self, "listener", _listener_overrides(self.listener))
+        self.listener_config()  # out-of-range values fail now, not after the renders
+
+    def listener_config(self) -> ListenerConfig:
+        """The listener simulation's parameters: the defaults, the corpus's users, window and seed, then `listener`."""
+        users = self.listeners or LISTENERS[self.size]
+        return ListenerConfig(**{**self.listener, "users": users, "start": START, "seed": self.seed})
+
+
+def _listener_overrides(overrides: Mapping[str, object]) -> dict[str, float | int]:
+    """`overrides` checked against ListenerConfig's fields and cast to each field's type (3.0 -> 3 for counts)."""
+    kinds = {f.name: type(f.default) for f in fields(ListenerConfig)}
+    checked: dict[str, float | int] = {}
+    for name, value in overrides.items():
+        if name in LISTENER_FIELDS_SET_BY_CORPUS:
+            raise CorpusError(f"listener parameter {name!r} is set by the corpus itself "
+                              "(users: the listeners count; seed: the corpus seed; start: the corpus window)")
+        if name not in kinds:
+            choices = ", ".join(n for n in kinds if n not in LISTENER_FIELDS_SET_BY_CORPUS)
+            raise CorpusError(f"unknown listener parameter {name!r}; choose from {choices}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CorpusError(f"listener parameter {name}={value!r} is not a number")
+        if kinds[name] is int and not (math.isfinite(value) and float(value).is_integer()):
+            raise CorpusError(f"listener parameter {name}={value!r} must be a whole number")
+        checked[name] = kinds[name](value)
+    return checked
 
 
 def select_tunes(tunes: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -137,8 +170,9 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(),
     timings["text_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    listeners = config.listeners or LISTENERS[config.size]
-    listening = simulate_listeners(tracks, ListenerConfig(users=listeners, start=START, seed=config.seed))
+    listener_config = config.listener_config()
+    listeners = listener_config.users
+    listening = simulate_listeners(tracks, listener_config)
     dataset = Dataset.from_frames(listening.interactions, tracks, listening.playlists, name="tunespace-corpus")
     dataset.save(out)
     write_parquet(captions, out / "captions.parquet")
@@ -160,6 +194,7 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(),
         # only what this run rendered counts for speed; cached renders cost nothing
         "audio_minutes_rendered_per_second": float(fresh) / max(timings["render_s"], 1e-9) if fresh else None,
         "cutoff": CUTOFF,
+        "listener_config": asdict(listener_config),  # every parameter of the simulation, defaults included
     }
     write_text(json.dumps(report, indent=2), out / "build.json")
     return report

@@ -7,16 +7,22 @@ config and a catalogue name one log exactly.
 
 The generative model:
 
-- Catalogue. A track's semantic attributes are its style (`dance_type`, else `genre`), region (`region`, else
-  `country`), `mode`, `tempo_class` and `instrument_family`; a missing value counts as the value "unknown". Its
-  latent attributes z_t are the note statistics `note_density`, `mean_abs_interval`, `ascending_share`,
-  `rhythmic_variety` and `pitch_range`, standardised over the catalogue (a missing value becomes 0, the mean).
+- Catalogue. A track's semantic attributes are its style, region, `mode`, `tempo_class` and `instrument_family`.
+  The fallbacks are per track, not per column: style is the track's `dance_type` if it has one, else its `genre`
+  (the Essen tunes have genres and no dance types, the Irish and Scottish books the reverse); region is its
+  `region`, else its `country`, else its `collection` (the book a tune was printed in stands in for an origin
+  the book does not give, as for Ryan's and Aird's). An empty or blank cell is missing; a track whose every
+  source is missing has the value "unknown" (`MISSING_VALUE`), which no user favours and which continues no
+  session (two "unknown" tracks do not share a style). Its latent attributes z_t are the note statistics
+  `note_density`, `mean_abs_interval`, `ascending_share`, `rhythmic_variety` and `pitch_range`, standardised over
+  the catalogue (a missing value becomes 0, the mean).
 - Popularity. pi_t = rank_t^(-s), the ranks 1..T dealt by a random permutation (s = `zipf_exponent`): a long tail
   unrelated to content.
 - Release. A share `initial_release_share` of the tracks exists from `start`; every other track is released at a
   uniform random second of the window, so some tracks appear only late (cold items for the protocol).
-- Semantic taste. For each attribute, k = min(`favoured_values`, number of values) favoured values are drawn
-  without replacement with probability proportional to their share of the catalogue, with weights
+- Semantic taste. For each attribute, k = min(`favoured_values`, number of known values) favoured values are drawn
+  without replacement with probability proportional to their share of the catalogue ("unknown" is never drawn;
+  an attribute with no known value gives no taste), with weights
   theta ~ Dirichlet(`dirichlet_alpha`) over them. A value's match is theta(v) / max(theta): 1 for the user's top
   value, 0 for a value not favoured. A track's semantic match S_ut is the sum of its five values' matches (0..5).
 - Latent taste. A direction d_u uniform on the unit sphere over the five standardised note statistics; a track's
@@ -34,8 +40,9 @@ The generative model:
              * rho^[t already played in this session] * [release_t <= tau]
 
   where a = `semantic_weight`, b = `latent_weight`, c_s = `style_continuity`, c_r = `region_continuity` (no
-  continuity term for a session's first track), rho = `repeat_weight` in ordinary sessions and 0 in playlist
-  sessions. A session left with no track of non-zero probability ends early.
+  continuity term for a session's first track, and [style_t = style_p] is 0 when style_p is "unknown", likewise
+  for region), rho = `repeat_weight` in ordinary sessions and 0 in playlist sessions. A session left with no
+  track of non-zero probability ends early.
 - Output. An interaction is one (user, track, session): timestamp = the session's time, weight = the track's
   plays in that session; session times are distinct per user, so (user, track, timestamp) keys are unique. A
   playlist session with at least `min_playlist_length` tracks becomes a playlist, its tracks in play order
@@ -65,15 +72,15 @@ from tunespace.errors import DataValidationError, TunespaceError
 
 ATTRIBUTES = ("style", "region", "mode", "tempo_class", "instrument_family")
 NOTE_STATISTICS = ("note_density", "mean_abs_interval", "ascending_share", "rhythmic_variety", "pitch_range")
-# the catalogue columns each attribute is read from, first present wins
+# the catalogue columns each attribute is read from, per track: the first non-empty value wins
 ATTRIBUTE_SOURCES = {
     "style": ("dance_type", "genre"),
-    "region": ("region", "country"),
+    "region": ("region", "country", "collection"),
     "mode": ("mode",),
     "tempo_class": ("tempo_class",),
     "instrument_family": ("instrument_family",),
 }
-MISSING_VALUE = "unknown"
+MISSING_VALUE = "unknown"  # no source gave a value: never a favourite, never a continuity match
 
 _CELLS_PER_BLOCK = 2_000_000  # users x tracks utilities held at once (~16 MB per float64 matrix)
 _REJECTION_ROUNDS = 16
@@ -184,6 +191,13 @@ class _Catalogue:
     def log_popularity(self, config: ListenerConfig) -> np.ndarray:
         return -config.zipf_exponent * np.log(self.rank)
 
+    def known(self, attribute: str) -> np.ndarray:
+        """Per track: whether the attribute has a value (not `MISSING_VALUE`)."""
+        levels = self.levels[attribute]
+        if MISSING_VALUE not in levels:
+            return np.ones(len(self.ids), dtype=bool)
+        return self.codes[attribute] != levels.get_loc(MISSING_VALUE)
+
 
 @dataclass(frozen=True)
 class _Taste:
@@ -196,6 +210,8 @@ class _Taste:
         total = np.zeros((len(rows), len(catalogue.ids)))
         for attribute in ATTRIBUTES:
             weights = self.weights[attribute][rows]
+            if weights.shape[1] == 0:  # no known value of this attribute: no taste for it
+                continue
             match = np.zeros((len(rows), len(catalogue.levels[attribute])))
             np.put_along_axis(match, self.favourites[attribute][rows], weights / weights[:, :1], axis=1)
             total += match[:, catalogue.codes[attribute]]
@@ -222,17 +238,28 @@ def _factorize(attributes: dict[str, pd.Series]) -> tuple[dict[str, np.ndarray],
     return codes, levels
 
 
+def _attribute(tracks: pd.DataFrame, attribute: str, sources: tuple[str, ...]) -> pd.Series:
+    """Per track, the first non-empty value among the `sources` columns present, else `MISSING_VALUE`.
+
+    The fallback is per track: a column that exists but is empty for some tracks (Essen tunes have no dance type)
+    must not hide the next column's values for those tracks.
+    """
+    present = [name for name in sources if name in tracks.columns]
+    if not present:
+        raise DataValidationError(_SOURCE, f"missing the {attribute} attribute", column=" or ".join(sources))
+    value = pd.Series(pd.NA, index=pd.RangeIndex(len(tracks)), dtype="string")
+    for name in present:
+        column = tracks[name].astype("string").str.strip().reset_index(drop=True)
+        value = value.fillna(column.mask(column == ""))
+    return value.fillna(MISSING_VALUE)
+
+
 def _read_catalogue(tracks: pd.DataFrame) -> tuple[np.ndarray, dict[str, pd.Series], np.ndarray]:
     """Track ids, the five attributes as strings, and the standardised note statistics; raise if any is absent."""
     if len(tracks) == 0:
         raise DataValidationError(_SOURCE, "no tracks to listen to")
     ids = validate_table(tracks[["track_id"]] if "track_id" in tracks else tracks, TRACKS, _SOURCE)["track_id"]
-    attributes = {}
-    for attribute, sources in ATTRIBUTE_SOURCES.items():
-        source = next((name for name in sources if name in tracks.columns), None)
-        if source is None:
-            raise DataValidationError(_SOURCE, f"missing the {attribute} attribute", column=" or ".join(sources))
-        attributes[attribute] = tracks[source].astype("string").fillna(MISSING_VALUE).reset_index(drop=True)
+    attributes = {attribute: _attribute(tracks, attribute, sources) for attribute, sources in ATTRIBUTE_SOURCES.items()}
     stats = np.empty((len(tracks), len(NOTE_STATISTICS)))
     for j, name in enumerate(NOTE_STATISTICS):
         if name not in tracks.columns:
@@ -251,11 +278,16 @@ def _read_catalogue(tracks: pd.DataFrame) -> tuple[np.ndarray, dict[str, pd.Seri
 def _draw_taste(catalogue: _Catalogue, config: ListenerConfig, rng: np.random.Generator) -> _Taste:
     favourites, weights = {}, {}
     for attribute in ATTRIBUTES:
-        codes = catalogue.codes[attribute]
-        share = np.bincount(codes, minlength=len(catalogue.levels[attribute])) / len(codes)
-        k = min(config.favoured_values, len(share))
+        codes = catalogue.codes[attribute][catalogue.known(attribute)]  # "unknown" is no taste to have
+        share = np.bincount(codes, minlength=len(catalogue.levels[attribute])) / len(catalogue.ids)
+        k = min(config.favoured_values, int((share > 0).sum()))
         # Gumbel top-k: k values without replacement, each step proportional to catalogue share
-        keys = np.log(share) + rng.gumbel(size=(config.users, len(share)))
+        with np.errstate(divide="ignore"):
+            keys = np.log(share) + rng.gumbel(size=(config.users, len(share)))
+        if k == 0:
+            favourites[attribute] = np.zeros((config.users, 0), np.int64)
+            weights[attribute] = np.zeros((config.users, 0))
+            continue
         favoured = np.argsort(-keys, axis=1, kind="stable")[:, :k]
         theta = rng.dirichlet(np.full(k, config.dirichlet_alpha), size=config.users)
         order = np.argsort(-theta, axis=1, kind="stable")
@@ -305,6 +337,12 @@ def _draw_sessions(config: ListenerConfig, span: int, rng: np.random.Generator) 
     return _Sessions(user=user, time=time, length=length, playlist=playlist, joined=joined)
 
 
+def _only(keep: np.ndarray, ranges: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) ranges, emptied (high = low) for the tracks not in `keep`."""
+    low, high = ranges
+    return low, np.where(keep, high, low)
+
+
 class _Sampler:
     """Draws session tracks for one block of users from P(t) of the module docstring, exactly."""
 
@@ -321,9 +359,12 @@ class _Sampler:
             return (np.searchsorted(sorted_values, values, side="left"),
                     np.searchsorted(sorted_values, values, side="right"))
 
-        self.style_range = bounds(style[self.by_style], style)
-        self.pair_range = bounds(pair[self.by_style], pair)
-        self.region_range = bounds(region[self.by_region], region)
+        # an "unknown" previous track continues nothing: its ranges are empty
+        known_style, known_region = catalogue.known("style"), catalogue.known("region")
+        self.style_range = _only(known_style, bounds(style[self.by_style], style))
+        self.pair_range = _only(known_style & known_region, bounds(pair[self.by_style], pair))
+        self.region_range = _only(known_region, bounds(region[self.by_region], region))
+        self.known_style, self.known_region = known_style, known_region
 
     def prepare(self, taste: _Taste, rows: np.ndarray) -> None:
         """Utilities of the users `rows`, normalised per user, and their cumulative sums in both track orders."""
@@ -387,9 +428,11 @@ class _Sampler:
             r, p, h = rows[part], previous[part], history[part]
             follows = (p >= 0)[:, None]
             q = np.where(p >= 0, p, 0)
+            same_style = (follows & self.known_style[q][:, None]) & (style[None, :] == style[q][:, None])
+            same_region = (follows & self.known_region[q][:, None]) & (region[None, :] == region[q][:, None])
             weights = (self.weights[r]
-                       * (1 + self.style_boost * (follows & (style[None, :] == style[q][:, None])))
-                       * (1 + self.region_boost * (follows & (region[None, :] == region[q][:, None])))
+                       * (1 + self.style_boost * same_style)
+                       * (1 + self.region_boost * same_region)
                        * (catalogue.release[None, :] <= time[part][:, None]))
             played = np.ones_like(weights)
             np.put_along_axis(played, h, np.broadcast_to(repeat[part][:, None], h.shape), axis=1)
@@ -560,7 +603,7 @@ def listening_stats(listening: Listening, variance_users: int = 64) -> dict[str,
     included. `semantic_lift` is the mean over users of (share of plays in the user's top style - that style's
     catalogue share); `latent_lift` is the play-weighted mean of d_u . z_t over the catalogue's sd of it, per
     user (0 when choices ignore the latent taste). `playlist_style_continuity` is the share of consecutive
-    playlist tracks that share a style (a playlist keeps its session's play order). `utility_variance_share`
+    playlist tracks that share a known style (a playlist keeps its session's play order). `utility_variance_share`
     splits the within-user variance of the utility over its three terms, averaged over `variance_users` users
     drawn with the config's seed.
     """
@@ -577,14 +620,17 @@ def listening_stats(listening: Listening, variance_users: int = 64) -> dict[str,
     playlist_styles = catalogue.codes["style"][pd.Index(catalogue.ids).get_indexer(ordered["track_id"])]
     playlist_ids = ordered["playlist_id"].to_numpy()
     same_playlist = playlist_ids[1:] == playlist_ids[:-1]
-    same_style = playlist_styles[1:] == playlist_styles[:-1]
+    known_style = catalogue.known("style")
+    playlist_known = known_style[pd.Index(catalogue.ids).get_indexer(ordered["track_id"])]
+    same_style = (playlist_styles[1:] == playlist_styles[:-1]) & playlist_known[1:]  # "unknown" is no style
 
     style = catalogue.codes["style"]
-    top_style = taste.favourites["style"][:, 0]
+    has_taste = taste.favourites["style"].shape[1] > 0
+    top_style = taste.favourites["style"][:, 0] if has_taste else np.full(len(listening.users), -1)
     style_share = np.bincount(style, minlength=len(catalogue.levels["style"])) / len(style)
     user_plays = np.bincount(rows, weights=plays, minlength=len(listening.users))
     in_top = np.bincount(rows, weights=plays * (style[tracks] == top_style[rows]), minlength=len(user_plays))
-    active = user_plays > 0
+    active = (user_plays > 0) & has_taste
     covariance = np.cov(catalogue.z, rowvar=False, bias=True)
     spread = np.sqrt(np.einsum("ui,ij,uj->u", taste.direction, covariance, taste.direction))
     latent = np.einsum("ei,ei->e", taste.direction[rows], catalogue.z[tracks]) / np.maximum(spread[rows], 1e-12)
@@ -619,7 +665,8 @@ def listening_stats(listening: Listening, variance_users: int = 64) -> dict[str,
         "first": events["timestamp"].min(),
         "last": events["timestamp"].max(),
         "late_tracks": int((catalogue.release > 0).sum()),
-        "semantic_lift": float(np.mean(in_top[active] / user_plays[active] - style_share[top_style[active]])),
+        "semantic_lift": float(np.mean(in_top[active] / user_plays[active] - style_share[top_style[active]]))
+        if active.any() else 0.0,
         "latent_lift": float(np.sum(plays * latent) / plays.sum()),
         "utility_variance_share": {name: value / total_variance for name, value in variances.items()},
     }

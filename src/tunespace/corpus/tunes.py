@@ -41,8 +41,12 @@ Decisions:
   mode text is not one of these. The bagpipe key ``K:Hp`` is A mixolydian. Essen gives a mode only where its
   converter wrote one, so most Essen tunes read as major.
 * ``meter`` is "a/b" ("C" -> 4/4, "C|" -> 2/2), empty for free meter ("none", Essen's "FREI").
-* ``tempo_bpm`` is quarter notes per minute from the first ``Q:``: "Q:3/8=120" is 180, "Q:1/8 3/8=40" is 80,
-  a bare "Q:120" counts unit notes (``L:``) as ABC 1.6 did; NaN when ``Q:`` is absent or only words.
+* ``tempo_bpm`` is quarter notes per minute from the first ``Q:``, read as abc2midi reads it: "Q:3/8=120" is 180,
+  "Q:1/8 3/8=40" is 80 (the beat is the sum), words in quotes are ignored. A bare "Q:120" is 120 quarter notes
+  a minute: abc2midi has read it so since 2004 (a 2013 change to unit notes, as the ABC 1.6 text has it, was
+  withdrawn the next day) and music21 does too; counting unit notes gave airs of 15 bpm (O'Neill's "Q:60" under
+  2/4, whose unit is 1/16). The legacy "Q:C=120" counts unit notes (``L:``), "Q:C2=120" notes twice as long.
+  NaN when ``Q:`` is absent or only words; the builder then uses the dance type's usual tempo.
 """
 
 from __future__ import annotations
@@ -147,6 +151,8 @@ _KEY_EXTRAS = re.compile(r"^(?:bass|treble|alto|tenor|clef=|octave=|transpose=|m
 _FIELD = re.compile(r"([A-Za-z]):(.*)")
 _FRACTION = re.compile(r"(\d+)\s*/\s*(\d+)")
 _QUOTED = re.compile(r'"[^"]*"')
+_BEAT = re.compile(r"(?<![\d/])(\d+)(?:\s*/\s*(\d+))?")  # "3/8" or a whole number of whole notes
+_LEGACY_BEAT = re.compile(r"[A-Ga-g](\d*)(/*)(\d*)")  # "C", "C2", "C/2", "C3/2": unit notes
 _NOTE = re.compile(r"[A-Ga-g]")
 _BODY_NOISE = re.compile(r'"[^"]*"|![^!]*!|\[[A-Za-z]:[^\]]*\]')
 _HYPHEN = re.compile(r"\s*-\s*")
@@ -340,20 +346,33 @@ def parse_unit_length(value: str, meter: str) -> float:
 def parse_tempo(value: str, unit_length: float = 1 / 8) -> float:
     """Quarter notes per minute from a ``Q:`` value, or NaN when it gives no number.
 
-    "1/4=120", "3/8=120" (beats of a dotted quarter), "1/8 3/8=40" (beats summed), '"Allegro" 1/4=120', and the
-    old bare "120", which counts unit notes of length `unit_length`.
+    "1/4=120", "3/8=120" (beats of a dotted quarter), "1/8 3/8=40" (beats summed), '"Allegro" 1/4=120', the bare
+    "120" (quarter notes, as abc2midi and music21 read it) and the legacy "C=120", "C2=120", "C/2=120", whose
+    beat is that many unit notes of length `unit_length` (the tune's ``L:``).
     """
     text = _QUOTED.sub(" ", value).strip()
     if "=" in text:
         beat_text, _, rate_text = text.partition("=")
-        beat = sum(int(top) / int(bottom) for top, bottom in _FRACTION.findall(beat_text) if int(bottom))
+        legacy = _LEGACY_BEAT.fullmatch(beat_text.strip())
+        if legacy:
+            beat = unit_length * _note_length(*legacy.groups())
+        else:
+            beat = sum(int(top) / int(bottom or 1) for top, bottom in _BEAT.findall(beat_text) if int(bottom or 1))
     else:
-        beat, rate_text = unit_length, text
+        beat, rate_text = 0.25, text
     rate = _NUMBER.match(rate_text)
     if rate is None or beat <= 0:
         return math.nan
     bpm = float(rate.group(1)) * beat / 0.25
     return bpm if bpm > 0 else math.nan
+
+
+def _note_length(top: str, slashes: str, bottom: str) -> float:
+    """An ABC note length in unit notes: "2" is 2, "/2" and "/" are 1/2, "//" is 1/4, "3/2" is 3/2."""
+    length = float(top or 1)
+    if slashes:
+        length /= float(bottom) if bottom else 2.0 ** len(slashes)
+    return length
 
 
 def split_title(value: str) -> tuple[str, str]:

@@ -1,4 +1,9 @@
-"""Run several recommenders on one split and collect their evaluation results: the body of `benchmark recsys`."""
+"""Run several recommenders on one split and collect their evaluation results: the body of `benchmark recsys`.
+
+Each `BenchmarkRun` also records what shaped its numbers: every row's resolved parameters (defaults included), the
+epochs a trained model ran and the epoch it kept, and how many cold items each row could place. `run_seeds` repeats
+a run over training seeds; `tunespace.evaluation.seeds` repeats it over split seeds (validation/test partitions).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split
@@ -108,6 +115,18 @@ def study_specs(names: Iterable[str], embeddings: Mapping[str, ItemEmbeddings] |
     return model_specs(ordered, embeddings, merged)
 
 
+def strongest_reference(labels: Iterable[str]) -> str | None:
+    """The baseline of the second family of paired tests: EASE when the run has it, else popularity, else None."""
+    labels = set(labels)
+    return next((name for name in ("ease", "popularity") if name in labels), None)
+
+
+def reference_pairs(specs: Sequence[ModelSpec]) -> list[tuple[str, str]]:
+    """(row, strongest reference) for every other row: each model against EASE (or popularity without EASE)."""
+    reference = strongest_reference(spec.label for spec in specs)
+    return [(spec.label, reference) for spec in specs if reference is not None and spec.label != reference]
+
+
 def study_baselines(specs: Sequence[ModelSpec]) -> dict[str, str]:
     """Row label -> the row it is tested against: a content row against the random-init row of the same model,
     or, for a model without one (knn), against popularity. Rows without a baseline are left out."""
@@ -131,6 +150,36 @@ class BenchmarkRun:
     cold_results: dict[str, EvaluationResult] = field(default_factory=dict)  # on the cold-item pairs, when asked
     cold_handling: dict[str, str] = field(default_factory=dict)  # how each model scored the cold items
     cold_placed: dict[str, bool] = field(default_factory=dict)  # False: it scored them -inf (never recommended)
+    cold_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # (cold items it placed, cold items)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # each row's resolved parameters
+    training: dict[str, dict[str, int | None]] = field(default_factory=dict)  # epochs_run, best_epoch (trained rows)
+
+    FIELDS = ("results", "fit_seconds", "evaluate_seconds", "cold_results", "cold_handling", "cold_placed",
+              "cold_counts", "params", "training")
+
+
+def resolved_params(model: Any) -> dict[str, Any]:
+    """A model's parameters as the run used them, defaults included, as JSON-friendly values (callbacks and
+    other objects become their repr)."""
+    def plain(value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return repr(value)
+
+    return {key: plain(value) for key, value in model.params.items()}
+
+
+def placed_cold_items(extended: Any) -> int:
+    """How many of the extended catalogue's new items the model gives a finite score (the others it scores -inf,
+    so never recommends): read off the raw scores of one user, which do not depend on the user for placement."""
+    n_known, n_all = extended.n_known, len(extended.items)
+    if n_all == n_known or not extended.placed:
+        return 0
+    return int(np.isfinite(extended.score(np.array([0]), n_known, n_all)).sum())
 
 
 def run_benchmark(
@@ -171,6 +220,9 @@ def run_benchmark(
         started = time.perf_counter()
         model.fit(train, validation=split.validation if model.uses_validation else None)
         run.fit_seconds[spec.label] = time.perf_counter() - started
+        run.params[spec.label] = resolved_params(model)
+        if getattr(model, "epochs_run", None) is not None:
+            run.training[spec.label] = {"epochs_run": model.epochs_run, "best_epoch": model.best_epoch}
         started = time.perf_counter()
         callback = progress(spec.label + label_suffix, truth["user_id"].nunique()) if progress else None
         run.results[spec.label] = evaluate(model, truth, ks=ks, name=spec.label, progress=callback)
@@ -182,6 +234,7 @@ def run_benchmark(
             run.cold_results[spec.label] = evaluate(extended, cold_truth, ks=ks, name=spec.label, progress=callback)
             run.cold_handling[spec.label] = model.cold_items
             run.cold_placed[spec.label] = extended.placed
+            run.cold_counts[spec.label] = (placed_cold_items(extended), len(split.items) - split.n_warm_items)
         logger.info("%s: fit %.1fs, evaluate %.1fs", spec.label, run.fit_seconds[spec.label],
                     run.evaluate_seconds[spec.label])
     return run
@@ -227,8 +280,7 @@ def run_seeds(
         run = BenchmarkRun({}, {}, {})
         for spec in specs:  # rows in the order of `specs`
             origin = fresh if number == 0 or seeded[spec.label] else runs[0]
-            for name in ("results", "fit_seconds", "evaluate_seconds", "cold_results", "cold_handling",
-                         "cold_placed"):
+            for name in BenchmarkRun.FIELDS:
                 if spec.label in getattr(origin, name):
                     getattr(run, name)[spec.label] = getattr(origin, name)[spec.label]
         runs.append(run)

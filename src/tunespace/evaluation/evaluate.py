@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,18 +18,53 @@ from tunespace.recommenders.base import ExtendedCatalogue, Recommender
 DEFAULT_KS = (10, 50)
 
 
+HEADLINE_METRICS = ("hit_rate", "recall", "ndcg")
+"""The metrics result tables show at every cut-off (the per-user files keep all of `PER_USER_METRICS`)."""
+
+
+def headline_metrics(ks: Iterable[int]) -> list[str]:
+    """`hit_rate@k, recall@k, ndcg@k` for every k, smallest k first: the columns of the result tables."""
+    return [f"{m}@{k}" for k in sorted(set(int(k) for k in ks)) for m in HEADLINE_METRICS]
+
+
+def headline_metric(ks: Iterable[int]) -> str:
+    """The one metric paired tests are shown for and charts draw: NDCG at the largest cut-off requested."""
+    return f"ndcg@{max(int(k) for k in ks)}"
+
+
 @dataclass
 class EvaluationResult:
-    """Per-user metric vectors (kept for intervals and paired tests) and catalogue coverage."""
+    """Per-user metric vectors (kept for intervals and paired tests) and catalogue coverage.
+
+    `lists` (users x max k item indices, rows in the order of `per_user`) and `n_items` (the catalogue size) are
+    kept by `evaluate` so that `subset` can recompute coverage for a subset of the users; results built by hand
+    or by averaging have neither, and their subsets carry NaN coverage.
+    """
 
     model: str
     ks: tuple[int, ...]
     per_user: pd.DataFrame  # user_id, n_relevant, then one column per metric@K
     coverage: dict[str, float]
+    lists: np.ndarray | None = field(default=None, repr=False)
+    n_items: int | None = None
 
     @property
     def metric_names(self) -> list[str]:
         return [f"{m}@{k}" for k in self.ks for m in PER_USER_METRICS]
+
+    def subset(self, user_ids: Iterable[str]) -> EvaluationResult:
+        """The result restricted to `user_ids` (users not evaluated are ignored), rows in their original order.
+
+        Every per-user metric depends on that user's ranking alone, so this equals evaluating the same fitted model
+        on those users only; coverage is recomputed from the kept lists (NaN without them)."""
+        keep = self.per_user["user_id"].isin(set(user_ids)).to_numpy()
+        per_user = self.per_user.loc[keep].reset_index(drop=True)
+        lists = None if self.lists is None else self.lists[keep]
+        if lists is not None and self.n_items is not None:
+            cover = {f"coverage@{k}": coverage(lists, self.n_items, k) for k in self.ks}
+        else:
+            cover = {key: float("nan") for key in self.coverage}
+        return EvaluationResult(self.model, self.ks, per_user, cover, lists, self.n_items)
 
     def summary(self, level: float = 0.95) -> pd.DataFrame:
         """One row per metric: mean and Student-t confidence interval over users."""
@@ -82,7 +117,8 @@ def evaluate(
     per_user = pd.DataFrame({"user_id": users_map.id_of(evaluated), "n_relevant": n_relevant})
     per_user = pd.concat([per_user, pd.DataFrame(ranking_metrics(hits, n_relevant, ks))], axis=1)
     return EvaluationResult(model=name or model.name, ks=ks, per_user=per_user,
-                            coverage={f"coverage@{k}": coverage(lists, len(items_map), k) for k in ks})
+                            coverage={f"coverage@{k}": coverage(lists, len(items_map), k) for k in ks},
+                            lists=lists, n_items=len(items_map))
 
 
 def hit_matrix(lists: np.ndarray, users: np.ndarray, relevant) -> np.ndarray:  # noqa: ANN001 - csr

@@ -6,6 +6,10 @@ Selection follows the metric the study reports (NDCG@50 over the whole catalogue
 a loss: a sampled validation loss need not move with the ranking. The learning rate is cut on plateaus of that
 same validation metric. Without validation pairs a model trains for its full `epochs` at a constant learning rate
 and keeps the last weights (a plateau of the noisy training loss is no reason to slow down).
+
+After `fit`, `epochs_run` is the number of epochs trained (early stopping may end before the `epochs` cap) and
+`best_epoch` the epoch whose weights were kept: the best validation epoch, or the last one without validation.
+Reports list both beside each trained row.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class NeuralRecommender(Recommender):
         self._user_vectors: torch.Tensor | None = None
         self._item_vectors: torch.Tensor | None = None
         self._item_offset: torch.Tensor | None = None  # added to every user's scores; -inf never recommends
+        self.epochs_run: int | None = None  # set by fit: epochs trained
+        self.best_epoch: int | None = None  # set by fit: the epoch whose weights were kept
 
     # -- what a trained model implements ------------------------------------------------------------------------
     @abstractmethod
@@ -136,7 +142,9 @@ class NeuralRecommender(Recommender):
             optimizer, mode="max", factor=params["plateau_factor"], patience=params["plateau_patience"])
         stopper = None if validation is None else EarlyStopping(params["patience"])
         validation_users = None if validation is None else np.unique(train.users.index_of(validation["user_id"]))
+        self.epochs_run = 0
         for epoch in range(1, params["epochs"] + 1):
+            self.epochs_run = epoch
             started = time.perf_counter()
             net.train()
             losses = self._run_epoch(optimizer, generator)
@@ -158,6 +166,8 @@ class NeuralRecommender(Recommender):
                 break
         if stopper is not None and stopper.best_state is not None:
             net.load_state_dict(stopper.best_state)
+        self.best_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch is not None else (
+            self.epochs_run or None)
 
     def _run_epoch(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, float]:
         totals: dict[str, torch.Tensor] = {}

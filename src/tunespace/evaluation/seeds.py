@@ -1,0 +1,245 @@
+"""Repeated split seeds: one train part, the test-window users re-partitioned into validation and test by each
+split seed, and the aggregation of the per-split-seed results.
+
+Why: with a hundred or two test users, one validation/test partition moves a model's mean by as much as the gaps
+between models. Repeating the partition shows how much, beside the per-user intervals of each partition.
+
+Running (`run_split_seeds`). The train part does not depend on the split seed. A model that never sees the
+validation pairs (`uses_validation` False: popularity, EASE, ItemKNN, KNN) is therefore fitted once per training
+seed (once in all when it takes no seed) and evaluated once on every test-window user (validation and test users
+of the base split together, `pooled_split`); each split seed's result is that evaluation sliced to its own users
+(`EvaluationResult.subset`): identical numbers, as a user's ranking does not depend on which other users are
+evaluated. Models that stop early on validation (`uses_validation`) are refitted for every split seed and training
+seed. Split seed s partitions the users exactly as `temporal_split` with `SplitConfig(seed=s)` does (`resplit`).
+Training seeds nest inside split seeds: each split seed holds one `SeededRuns` (a `BenchmarkRun` per training seed).
+
+Aggregating (functions over `{split_seed: {row label: EvaluationResult}}`, one result per row and split seed,
+already averaged over training seeds where there are several; `htcl evaluate` reuses them):
+
+- `split_seed_means`: per row and split seed, the mean over that split seed's users.
+- `split_seed_spread`: per row, the mean over split seeds of those means, and their sd (ddof 1; NaN with one).
+- `user_averaged`: each user's metric averaged over the split seeds in which that user was evaluated (a test user).
+- `compare_split_seeds`, the across-split-seed test: paired t and Wilcoxon signed-rank over the users of
+  `user_averaged` (every user evaluated in at least one split seed, counted once), each method Holm-corrected over
+  the pairs given; `sign_agreement` counts the split seeds whose own mean difference has the sign of the
+  across-split-seed difference (out of `split_seeds`).
+- `compare_each_split_seed`: the same tests within each split seed, Holm over the pairs within that split seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from tunespace.data.splits import Split
+from tunespace.errors import TunespaceError
+from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, run_seeds
+from tunespace.evaluation.evaluate import DEFAULT_KS, EvaluationResult, compare_pairs
+from tunespace.recommenders import get_recommender
+
+PerSplitSeed = Mapping[int, Mapping[str, EvaluationResult]]
+"""split seed -> row label -> that row's result on the split seed's users."""
+
+
+def split_seed_list(first: int, count: int) -> list[int]:
+    """`count` consecutive split seeds from `first`: `--split-seed 42 --split-seeds 3` is 42, 43, 44."""
+    if count < 1:
+        raise TunespaceError(f"give at least one split seed, got {count}")
+    return list(range(first, first + count))
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["user_id", "timestamp", "track_id"]).reset_index(drop=True)
+
+
+def resplit(split: Split, seed: int) -> Split:
+    """The same split with its test-window users partitioned by `seed`: what `temporal_split` gives with
+    `SplitConfig(seed=seed)` (train, catalogue and pairs unchanged; only who is a validation user changes)."""
+    if seed == split.config.seed:
+        return split
+    warm = pd.concat([split.validation, split.test], ignore_index=True)
+    cold = pd.concat([split.cold_validation, split.cold_test], ignore_index=True)
+    users = np.sort(pd.unique(pd.concat([warm["user_id"], cold["user_id"]])).astype(str))  # as temporal_split
+    order = np.random.default_rng(seed).permutation(len(users))
+    chosen = set(users[order[:int(round(split.config.validation_ratio * len(users)))]])
+    to_validation = warm["user_id"].isin(chosen)
+    cold_to_validation = cold["user_id"].isin(chosen)
+    stats = {**split.stats,
+             "validation_users": int(warm["user_id"][to_validation].nunique()),
+             "test_users": int(warm["user_id"][~to_validation].nunique()),
+             "validation_pairs": int(to_validation.sum()), "test_pairs": int((~to_validation).sum()),
+             "cold_validation_pairs": int(cold_to_validation.sum()),
+             "cold_test_pairs": int((~cold_to_validation).sum())}
+    return replace(split, config=replace(split.config, seed=seed), validation=_tidy(warm[to_validation]),
+                   test=_tidy(warm[~to_validation]), cold_validation=_tidy(cold[cold_to_validation]),
+                   cold_test=_tidy(cold[~cold_to_validation]), stats=stats)
+
+
+def pooled_split(split: Split) -> Split:
+    """The split with every test-window user on the test side (no validation pairs): what models that never see
+    validation are evaluated on once, before their results are sliced per split seed."""
+    return replace(split, validation=split.validation.iloc[:0], cold_validation=split.cold_validation.iloc[:0],
+                   test=_tidy(pd.concat([split.validation, split.test], ignore_index=True)),
+                   cold_test=_tidy(pd.concat([split.cold_validation, split.cold_test], ignore_index=True)))
+
+
+@dataclass
+class SplitSeedRuns:
+    """Per split seed, one `SeededRuns` holding every row for every training seed, rows in the order of the specs.
+
+    `shared` lists the rows fitted once and sliced per split seed (their fit time repeats in every split seed)."""
+
+    split_seeds: list[int]
+    seeded: dict[int, SeededRuns]
+    splits: dict[int, Split]
+    shared: list[str]
+
+    def averaged(self, part: str = "results") -> dict[int, dict[str, EvaluationResult]]:
+        """Per split seed, every row's per-user values averaged over the training seeds: the input of the
+        aggregation functions of this module."""
+        from tunespace.reports.study import seed_averaged
+
+        return {seed: seed_averaged(runs.runs, part) for seed, runs in self.seeded.items()
+                if getattr(runs.runs[0], part)}
+
+
+def _slice(run: BenchmarkRun, labels: Iterable[str], users: np.ndarray, cold_users: np.ndarray | None,
+           into: BenchmarkRun) -> None:
+    for label in labels:
+        into.results[label] = run.results[label].subset(users)
+        if cold_users is not None and label in run.cold_results:
+            into.cold_results[label] = run.cold_results[label].subset(cold_users)
+        for name in BenchmarkRun.FIELDS:
+            if name not in ("results", "cold_results") and label in getattr(run, name):
+                getattr(into, name)[label] = getattr(run, name)[label]
+
+
+def run_split_seeds(
+    split: Split,
+    specs: Iterable[ModelSpec],
+    split_seeds: Sequence[int],
+    seeds: Sequence[int] = (0,),
+    ks: Iterable[int] = DEFAULT_KS,
+    part: str = "test",
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    cold_part: str | None = None,
+) -> SplitSeedRuns:
+    """`run_seeds` for every split seed (see the module docstring: rows that do not use validation are fitted once
+    and sliced; the others are refitted per split seed). With the split's own seed alone this is `run_seeds`."""
+    specs, ks, split_seeds = list(specs), tuple(ks), list(split_seeds)
+    if not split_seeds:
+        raise TunespaceError("give at least one split seed")
+    if len(set(split_seeds)) != len(split_seeds):
+        raise TunespaceError(f"split seeds repeat: {split_seeds}")
+    if split_seeds == [split.config.seed]:
+        runs = run_seeds(split, specs, seeds, ks=ks, part=part, progress=progress, cold_part=cold_part)
+        return SplitSeedRuns(split_seeds, {split_seeds[0]: runs}, {split_seeds[0]: split}, [])
+    shared = [spec for spec in specs if not get_recommender(spec.name).uses_validation]
+    own = [spec for spec in specs if get_recommender(spec.name).uses_validation]
+    pooled = None
+    if shared:
+        pooled = run_seeds(pooled_split(split), shared, seeds, ks=ks, part="test", progress=progress,
+                           cold_part="cold_test" if cold_part is not None else None)
+    out = SplitSeedRuns(split_seeds, {}, {}, [spec.label for spec in shared])
+    for split_seed in split_seeds:
+        current = out.splits[split_seed] = resplit(split, split_seed)
+        refitted = None
+        if own:
+            tagged = None if progress is None else (
+                lambda label, n, s=split_seed: progress(f"{label} (split seed {s})", n))
+            refitted = run_seeds(current, own, seeds, ks=ks, part=part, progress=tagged, cold_part=cold_part)
+        users = current.part(part)["user_id"].unique()
+        cold = current.part(cold_part) if cold_part is not None else None
+        cold_users = cold["user_id"].unique() if cold is not None and not cold.empty else None
+        runs = []
+        for number in range(len(seeds)):
+            run = BenchmarkRun({}, {}, {})
+            if pooled is not None:
+                _slice(pooled.runs[number], [spec.label for spec in shared], users, cold_users, run)
+            if refitted is not None:
+                for name in BenchmarkRun.FIELDS:
+                    getattr(run, name).update(getattr(refitted.runs[number], name))
+            for name in BenchmarkRun.FIELDS:  # rows in the order of `specs`
+                values = getattr(run, name)
+                setattr(run, name, {spec.label: values[spec.label] for spec in specs if spec.label in values})
+            runs.append(run)
+        seeded = {**(pooled.seeded if pooled else {}), **(refitted.seeded if refitted else {})}
+        out.seeded[split_seed] = SeededRuns(list(seeds), runs, {spec.label: seeded[spec.label] for spec in specs})
+    return out
+
+
+# -- aggregation over split seeds -------------------------------------------------------------------------------
+
+def split_seed_means(per_seed: PerSplitSeed, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per (model, split seed): the number of users and the mean over them of each metric."""
+    rows = []
+    for split_seed, results in per_seed.items():
+        for label, result in results.items():
+            row: dict[str, object] = {"model": label, "split_seed": split_seed, "users": len(result.per_user)}
+            row.update({metric: float(result.per_user[metric].mean()) for metric in metrics})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "split_seed", "users", *metrics])
+
+
+def split_seed_spread(per_seed: PerSplitSeed, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per model: `split_seeds`, then per metric the mean over split seeds of the per-split-seed means and
+    `<metric>_split_sd`, their standard deviation over split seeds (ddof 1; NaN with a single split seed)."""
+    means = split_seed_means(per_seed, metrics)
+    grouped = means.groupby("model", sort=False)
+    frame = pd.DataFrame({"model": list(grouped.groups), "split_seeds": grouped.size().to_numpy()})
+    for metric in metrics:
+        frame[metric] = grouped[metric].mean().to_numpy()
+        frame[f"{metric}_split_sd"] = grouped[metric].std(ddof=1).to_numpy()
+    return frame
+
+
+def user_averaged(per_seed: PerSplitSeed) -> dict[str, EvaluationResult]:
+    """Per row, each user's metrics averaged over the split seeds in which the user was evaluated (a user drawn to
+    the test side in two of three split seeds averages those two); coverage averaged over split seeds. Users are
+    ordered by id; a column `split_seeds` says over how many split seeds each user was averaged."""
+    labels = list(dict.fromkeys(label for results in per_seed.values() for label in results))
+    averaged = {}
+    for label in labels:
+        results = [results[label] for results in per_seed.values() if label in results]
+        frames = pd.concat([result.per_user for result in results], ignore_index=True)
+        grouped = frames.groupby("user_id", sort=True)
+        per_user = grouped.mean(numeric_only=True)
+        per_user.insert(0, "split_seeds", grouped.size())
+        per_user = per_user.reset_index()
+        coverage = {key: float(np.mean([result.coverage.get(key, np.nan) for result in results]))
+                    for key in results[0].coverage}
+        averaged[label] = EvaluationResult(model=label, ks=results[0].ks, per_user=per_user, coverage=coverage)
+    return averaged
+
+
+def compare_each_split_seed(per_seed: PerSplitSeed, pairs: Sequence[tuple[str, str]], metric: str) -> pd.DataFrame:
+    """The paired tests of `evaluate.compare_pairs` within each split seed (Holm over the pairs within a split
+    seed), with a `split_seed` column first and the number of `users`."""
+    frames = []
+    for split_seed, results in per_seed.items():
+        tests = compare_pairs(results, pairs, metric)
+        tests.insert(0, "split_seed", split_seed)
+        tests["users"] = [len(results[model].per_user) for model, _ in pairs]
+        frames.append(tests)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def compare_split_seeds(per_seed: PerSplitSeed, pairs: Sequence[tuple[str, str]], metric: str) -> pd.DataFrame:
+    """The across-split-seed paired tests (module docstring): t and Wilcoxon over users' split-seed-averaged
+    values, Holm over `pairs`; then `users`, `split_seeds` and `sign_agreement` (split seeds whose own mean
+    difference has the sign of `mean_difference`; a zero difference agrees only with zero)."""
+    averaged = user_averaged(per_seed)
+    tests = compare_pairs(averaged, pairs, metric)
+    tests["users"] = [len(averaged[model].per_user) for model, _ in pairs]
+    agreement, counts = [], []
+    for (model, baseline), difference in zip(pairs, tests["mean_difference"]):
+        own = [float(results[model].per_user[metric].mean() - results[baseline].per_user[metric].mean())
+               for results in per_seed.values() if model in results and baseline in results]
+        agreement.append(int(sum(np.sign(value) == np.sign(difference) for value in own)))
+        counts.append(len(own))
+    tests["split_seeds"] = counts
+    tests["sign_agreement"] = agreement
+    return tests
