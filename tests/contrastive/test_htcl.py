@@ -143,9 +143,14 @@ def test_both_stages_train_and_evaluate(corpus, tiny_bert, tmp_path):
     vectors = track_embeddings(model2, batches2.bank)
     assert vectors.vectors.shape == (24, 16)
     np.testing.assert_allclose(np.linalg.norm(vectors.vectors, axis=1), 1.0, rtol=1e-5)
-    semantic = semantic_evaluation(model2, batches2.bank, data, vectors.vectors, min_tag_positives=1)
+    semantic = semantic_evaluation(model2, batches2.bank, data, vectors.vectors, min_tag_positives=1, part="all")
     assert semantic.held_out_tracks == 6
     assert 0 <= semantic.text_to_audio["R@10"] <= 1 and semantic.chance_text_to_audio["R@1"] == pytest.approx(1 / 6)
+    for part in ("validation", "test"):  # the two fixed halves of the held-out set
+        half = semantic_evaluation(model2, batches2.bank, data, vectors.vectors, min_tag_positives=1, part=part,
+                                   probe=part == "test")
+        assert half.held_out_tracks == 3 and half.chance_text_to_audio["R@1"] == pytest.approx(1 / 3)
+        assert np.isnan(half.probe_accuracy) == (part == "validation")
 
 
 def test_stage_two_without_preservation_drops_the_text_loss(corpus, tiny_bert, tmp_path):
@@ -197,6 +202,7 @@ def test_a_run_is_an_extraction_backend(corpus, tiny_bert, tmp_path):
 
 
 def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
+    import json
     from html.parser import HTMLParser
 
     import pandas as pd
@@ -222,18 +228,56 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
                  "--set", "audio.adapter_hidden=8", "--steps", "2", "--device", "cpu"]) == 0
     report = __import__("json").loads((tmp_path / "s2-head" / "train_report.json").read_text())
     assert report["inputs"] == "cached trunk features" and "preference_loss" in report["last"]
-    names = ("s1", "s2-0", "s2-1", "s2-head")
+    assert main(["htcl", "finetune", "--data", str(corpus), "--init", str(tmp_path / "s1"), "--out",
+                 str(tmp_path / "control"), "--lambda", "1", "--set", "stage.preference_sources.session.weight=0",
+                 "--set", "stage.preference_sources.playlist.weight=0", "--steps", "2", "--device", "cpu"]) == 0
+    # every run stores the corpus's held-out set; train.seed does not move it
+    held = json.loads((tmp_path / "s1" / "holdout.json").read_text())
+    assert len(held["tracks"]) == 6 and sorted(held["validation"] + held["test"]) == held["tracks"]
+    assert len(held["validation"]) == len(held["test"]) == 3
+    assert main(["htcl", "pretrain", "--data", str(corpus), "--out", str(tmp_path / "s1-seed"), "--steps", "1",
+                 "--device", "cpu", *tiny, "--set", "train.seed=5"]) == 0
+    assert json.loads((tmp_path / "s1-seed" / "holdout.json").read_text()) == held
+    for name in ("s2-0", "s2-1", "s2-head", "control"):
+        assert json.loads((tmp_path / name / "holdout.json").read_text()) == held
+    # a stage 2 that would hold out other tracks than its stage 1 did is refused, naming both
+    assert main(["htcl", "finetune", "--data", str(corpus), "--init", str(tmp_path / "s1"), "--out",
+                 str(tmp_path / "moved"), "--set", "holdout_seed=3", "--steps", "1", "--device", "cpu"]) == 1
+    assert not (tmp_path / "moved" / "last.pt").exists()
+
+    names = ("s1", "control", "s2-0", "s2-1", "s2-head")
     runs = [arg for name in names for arg in ("--run", str(tmp_path / name))]
     assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval"),
+                 "--device", "cpu", "--select-on", "test"]) != 0  # the test users never choose
+    assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval"),
                  "--device", "cpu"]) == 0
-    semantic = pd.read_csv(tmp_path / "eval" / "semantic.csv")
-    assert list(semantic["run"]) == list(names) and semantic["lambda"].tolist()[1:] == [0.0, 1.0, 0.5]
-    assert set(pd.read_csv(tmp_path / "eval" / "preference.csv")["model"]) == {f"knn[{n}]" for n in names}
-    tests = pd.read_csv(tmp_path / "eval" / "significance.csv")  # every run against the first, paired over users
-    assert set(tests["model"]) == {"knn[s2-0]", "knn[s2-1]", "knn[s2-head]"} and set(tests["baseline"]) == {"knn[s1]"}
-    assert set(tests["part"]) == {"test", "cold_test"} and len(tests) == 6
-    assert set(pd.read_csv(tmp_path / "eval" / "cold.csv")["model"]) == {f"knn[{n}]" for n in names}
-    assert main(["report", "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "report.html")]) == 0
+    evaluation = tmp_path / "eval"
+    selection = pd.read_csv(evaluation / "selection.csv")
+    candidates = selection[selection["role"] == "candidate"]
+    assert list(candidates["run"]) == ["s2-0", "s2-1", "s2-head"]  # the control (weight 0) is a fixed arm
+    assert set(selection["role"]) == {"candidate", "stage-1 reference", "fixed arm"}
+    chosen = candidates[candidates["selected"]]["run"].tolist()
+    assert len(chosen) <= 1 and candidates["reason"].str.len().min() > 0
+    if chosen:
+        qualifying = candidates[candidates["qualified"].astype(bool)]
+        best = candidates[candidates["selected"]]["validation_ndcg@50"].iloc[0]
+        assert qualifying["validation_ndcg@50"].max() == best
+    reported = {"s1", "control", *chosen}
+    semantic = pd.read_csv(evaluation / "semantic.csv")
+    assert set(semantic[semantic["part"] == "validation"]["run"]) == set(names)
+    assert set(semantic[semantic["part"] == "test"]["run"]) == reported  # no test figures for unselected runs
+    assert semantic.set_index(["run", "part"]).loc[("s2-1", "validation"), "lambda"] == 1.0
+    assert set(pd.read_csv(evaluation / "preference.csv")["model"]) == {f"knn[{n}]" for n in reported}
+    assert set(pd.read_csv(evaluation / "cold.csv")["model"]) == {f"knn[{n}]" for n in reported}
+    assert set(pd.read_csv(evaluation / "preference_validation.csv")["model"]) == {f"knn[{n}]" for n in names}
+    tests = pd.read_csv(evaluation / "significance.csv")  # every reported set against the first run
+    assert set(tests["model"]) == {f"knn[{n}]" for n in reported - {"s1"}} and set(tests["baseline"]) == {"knn[s1]"}
+    assert set(tests["part"]) == {"test", "cold_test"} and set(tests["split_seed"].astype(str)) == {"42"}
+    record = json.loads((evaluation / "provenance.json").read_text())
+    assert record["status"] == "ok" and record["settings"]["split_seeds"] == [42]
+    assert record["figures"]["selected"] == (chosen[0] if chosen else None)
+    assert set(record["figures"]["test"]) == {f"knn[{n}]" for n in reported}
+    assert main(["report", "--eval", str(evaluation), "--out", str(tmp_path / "report.html")]) == 0
 
     class Count(HTMLParser):
         tags: list[str] = []
@@ -243,7 +287,36 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
 
     parser = Count()
     parser.feed((tmp_path / "report.html").read_text())
-    assert parser.tags.count("table") == 4 and parser.tags.count("img") == 1  # semantic, warm, cold, paired tests
+    # selection, semantic, warm, cold, paired tests; the trade-off over lambda from the validation figures
+    assert parser.tags.count("table") == 5 and parser.tags.count("img") == 1
+
+    # repeated split seeds: selection on validation figures averaged over them, test figures as mean and sd,
+    # paired tests per split seed and across them; --test-all-runs labels the unselected as information only
+    assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval2"),
+                 "--device", "cpu", "--split-seeds", "2", "--split-seed", "7", "--test-all-runs"]) == 0
+    per_seed = pd.read_csv(tmp_path / "eval2" / "preference_per_seed.csv")
+    assert sorted(set(per_seed["split_seed"])) == [7, 8] and set(per_seed["model"]) == {f"knn[{n}]" for n in names}
+    summary = pd.read_csv(tmp_path / "eval2" / "preference.csv").set_index("model")
+    for label, rows in per_seed.groupby("model"):
+        assert summary.loc[label, "ndcg@50"] == pytest.approx(rows["ndcg@50"].mean())
+        assert summary.loc[label, "ndcg@50_split_sd"] == pytest.approx(rows["ndcg@50"].std(ddof=1), nan_ok=True)
+    statuses = summary["status"].to_dict()
+    chosen2 = [n for n in names if statuses[f"knn[{n}]"] == "selected"]
+    assert all("information only" in statuses[f"knn[{n}]"] for n in ("s2-0", "s2-1", "s2-head") if n not in chosen2)
+    tests = pd.read_csv(tmp_path / "eval2" / "significance.csv")
+    assert set(tests["split_seed"].astype(str)) >= {"across"} and set(tests["family"]) == {"reported",
+                                                                                         "information only"}
+    across = tests[tests["split_seed"].astype(str) == "across"]
+    assert (across["split_seeds"] == 2).all()
+    selection2 = pd.read_csv(tmp_path / "eval2" / "selection.csv").set_index("run")
+    validation = pd.read_csv(tmp_path / "eval2" / "preference_validation.csv").set_index("model")
+    assert selection2.loc["s2-1", "validation_ndcg@50"] == pytest.approx(validation.loc["knn[s2-1]", "ndcg@50"])
+
+    # an evaluation on a corpus whose held-out set differs from a run's is refused, naming both
+    moved = dict(held, validation=held["test"], test=held["validation"])
+    (tmp_path / "s2-1" / "holdout.json").write_text(json.dumps(moved))
+    assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval3"),
+                 "--device", "cpu"]) == 1
 
 
 def test_audio_bank_cache_is_never_reused_for_changed_audio(tmp_path):
@@ -334,7 +407,7 @@ def test_head_tuning_trains_only_the_head_on_frozen_trunk_features_with_catalogu
     torch.testing.assert_close(batch.negative_bias, torch.from_numpy(0.5 * np.log1p(plays[batch.negative_tracks]))
                                .float())
     halves = [BatchMaker(bank, config, batches.semantic, batches.preference, DistributedContext(rank=r, world_size=2),
-                         features, plays)(0) for r in range(2)]
+                         features, plays, batches.held_out)(0) for r in range(2)]
     torch.testing.assert_close(torch.cat([h.negative_audio for h in halves]), batch.negative_audio)
     assert torch.equal(torch.cat([h.negative_tracks for h in halves]), batch.negative_tracks)
 
@@ -359,3 +432,108 @@ def test_head_tuning_trains_only_the_head_on_frozen_trunk_features_with_catalogu
     assert len(list((tmp_path / "cache").glob("trunk-*.pt"))) == 1
     again = TrunkFeatures.compute(model.audio, bank, 2.0, tmp_path / "cache")
     assert torch.equal(again.features, features.features) and torch.equal(again.owners, features.owners)
+
+
+def test_held_out_set_is_fixed_per_corpus_by_id_and_its_own_seed(tiny_bert):
+    from tunespace.contrastive.htcl import Holdout
+
+    ids = [f"t{i:02d}" for i in range(40)]
+    drawn = Holdout.draw(ids, 0.25, seed=0)
+    assert len(drawn.tracks) == 10 and len(drawn.validation) == len(drawn.test) == 5
+    assert not set(drawn.validation) & set(drawn.test)
+    assert Holdout.draw(list(reversed(ids)), 0.25, seed=0) == drawn  # by sorted id, not row order
+    assert Holdout.draw(ids, 0.25, seed=1) != drawn
+    mask = drawn.mask(ids[::-1], "validation")  # aligned with the ids as given
+    assert [i for i, m in zip(ids[::-1], mask) if m] == sorted(drawn.validation, reverse=True)
+    # train.seed has no say: two configs differing only there hold out the same tracks
+    a = load_config("tiny", {"text.model": str(tiny_bert), "train.seed": 0, "holdout_share": 0.25})
+    b = load_config("tiny", {"text.model": str(tiny_bert), "train.seed": 9, "holdout_share": 0.25})
+    assert Holdout.draw(ids, a.holdout_share, a.holdout_seed) == Holdout.draw(ids, b.holdout_share, b.holdout_seed)
+    with pytest.raises(ConfigError, match=r"run/holdout.json .* and the corpus .* hold out different tracks"):
+        drawn.require_same(Holdout.draw(ids, 0.25, seed=1), "run/holdout.json", "the corpus")
+    swapped = Holdout(0, 0.25, drawn.test, drawn.validation)
+    with pytest.raises(ConfigError, match="other validation/test halves"):
+        drawn.require_same(swapped, "a", "b")
+    with pytest.raises(ConfigError, match="at least one track each"):
+        Holdout.draw(ids[:3], 0.1, 0)
+
+
+def test_holdout_json_round_trips_and_a_stage_two_on_another_holdout_is_refused(corpus, tiny_bert, tmp_path):
+    from tunespace.contrastive.htcl import Holdout, check_run_holdout
+
+    config = tiny_config(tiny_bert)
+    data = Corpus.load(corpus, config.cutoff)
+    holdout = data.holdout(config)
+    holdout.save(tmp_path / "s1")
+    assert Holdout.load(tmp_path / "s1") == holdout
+    check_run_holdout(tmp_path / "s1", holdout, "the corpus")
+    with pytest.raises(ConfigError, match="missing"):
+        check_run_holdout(tmp_path / "nothing", holdout, "the corpus")
+    model, batches = make_stage(data, config, DistributedContext(), cache=tmp_path / "cache")
+    train_loop(model, batches, config.train, tmp_path / "s1")
+    moved = tiny_config(tiny_bert, preference_sources={"session": {}})
+    moved.holdout_seed = 4
+    with pytest.raises(ConfigError, match=r"s1/holdout.json .* hold out different tracks"):
+        make_stage(data, moved, DistributedContext(), cache=tmp_path / "cache", init_from=tmp_path / "s1/last.pt")
+
+
+@pytest.mark.parametrize("pairs", [{"history": {"profile_size": 3}}, {"session": {}, "playlist": {}}])
+def test_no_held_out_track_is_ever_in_a_stage_two_batch(corpus, tiny_bert, tmp_path, pairs):
+    """Property over many steps: anchors, positives, history profiles, catalogue draws and semantic clips."""
+    config = tiny_config(tiny_bert, preference_sources=pairs, semantic_weight=0.5, catalogue_negatives=8)
+    data = Corpus.load(corpus, config.cutoff)
+    held = data.holdout(config).mask(data.tracks["track_id"].astype(str))
+    assert (data.train_plays()[held] > 0).any()  # held-out tracks have plays: without the exclusion they would show
+    _, batches = make_stage(data, config, DistributedContext(), cache=tmp_path / "cache")
+    assert (batches.held_out == held).all()
+    seen: list[np.ndarray] = []
+    audio = batches._audio
+
+    def recording(tracks, rng, rows):
+        seen.append(np.asarray(tracks))
+        return audio(tracks, rng, rows)
+
+    batches._audio = recording
+    for step in range(25):
+        batch = batches(step)
+        assert not held[batch.positive_tracks.numpy()].any() and not held[batch.negative_tracks.numpy()].any()
+    drawn = np.concatenate(seen)
+    assert len(drawn) > 25 * 8 and not held[drawn].any()
+    assert len(np.unique(drawn)) > 0.5 * (~held).sum()  # the draws do roam the rest of the catalogue
+
+
+def test_split_seed_slices_equal_evaluating_each_split_and_validation_only_sets_never_meet_test_users(corpus):
+    from tunespace.contrastive.evaluate import paired_tests, preference_results, seed_table
+    from tunespace.data.dataset import Dataset
+    from tunespace.data.embeddings import ItemEmbeddings
+    from tunespace.data.splits import SplitConfig, temporal_split
+    from tunespace.evaluation.benchmark import model_specs, run_benchmark
+
+    ids = Dataset.load_tracks(corpus)["track_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(0)
+    sets = {name: ItemEmbeddings(ids=ids, vectors=rng.normal(size=(len(ids), 8)).astype(np.float32))
+            for name in ("fixed", "candidate")}
+    results = preference_results(corpus, "2025-01-01", sets, ("knn",), (42, 43),
+                                 {"fixed": ("validation", "test"), "candidate": ("validation",)})
+    interactions = Dataset.load(corpus).interactions
+    for seed in (42, 43):
+        split = temporal_split(interactions, SplitConfig(cutoff="2025-01-01", seed=seed))
+        for part in ("validation", "test"):
+            direct = run_benchmark(split, model_specs(["knn"], {"fixed": sets["fixed"]}), ks=(50,), part=part,
+                                   cold_part=f"cold_{part}")
+            sliced = results.parts[part][seed]["knn[fixed]"].per_user.set_index("user_id").sort_index()
+            expected = direct.results["knn[fixed]"].per_user.set_index("user_id").sort_index()
+            pd.testing.assert_frame_equal(sliced, expected)
+            if direct.cold_results:
+                cold = results.parts[f"cold_{part}"][seed]["knn[fixed]"].per_user.set_index("user_id")
+                pd.testing.assert_frame_equal(cold.sort_index(), direct.cold_results["knn[fixed]"].per_user
+                                              .set_index("user_id").sort_index())
+        assert "knn[candidate]" not in results.parts["test"][seed]
+        assert set(results.parts["validation"][seed]["knn[candidate]"].per_user["user_id"]) == \
+            set(split.validation["user_id"].astype(str))
+    summary, per_seed = seed_table(results, "test")
+    assert list(summary["model"]) == ["knn[fixed]"] and list(per_seed["split_seed"]) == [42, 43]
+    assert summary["ndcg@50"].iloc[0] == pytest.approx(per_seed["ndcg@50"].mean())
+    assert summary["ndcg@50_split_sd"].iloc[0] == pytest.approx(per_seed["ndcg@50"].std(ddof=1))
+    tests = paired_tests(results, "validation", [("knn[candidate]", "knn[fixed]")])
+    assert list(tests["split_seed"]) == ["42", "43", "across"] and tests["split_seeds"].iloc[-1] == 2

@@ -1,4 +1,5 @@
-"""`tunespace htcl pretrain|finetune|evaluate`: the two HTCL stages and their evaluation in both spaces."""
+"""`tunespace htcl pretrain|finetune|evaluate`: the two HTCL stages, and their evaluation in both spaces with the
+choice of a stage-2 run made on validation figures only (`tunespace.contrastive.selection`)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _overrides(pairs: list[str] | None) -> dict[str, object]:
 def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, device: str) -> None:
     import torch
 
-    from tunespace.contrastive.htcl import Corpus, make_stage, save_config
+    from tunespace.contrastive.htcl import HOLDOUT_FILE, Corpus, check_run_holdout, make_stage, save_config
     from tunespace.contrastive.train import init_distributed, train_loop
 
     context = init_distributed(device)
@@ -42,9 +43,15 @@ def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, 
     if resume and (out / "config.yaml").exists():
         config = _resumable(config, out / "config.yaml")
     corpus = Corpus.load(data, config.cutoff)
+    holdout = corpus.holdout(config)
+    if init_from is not None:  # a stage 2 must hold out what its stage 1 held out, or it tests on trained tracks
+        check_run_holdout(init_from.parent, holdout, f"the held-out set of {data} (this run's)")
+    if resume and (out / HOLDOUT_FILE).exists():
+        check_run_holdout(out, holdout, f"the held-out set of {data} (this run's)")
     out.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         save_config(config, out / "config.yaml")
+        holdout.save(out)
     model, batches = make_stage(corpus, config, context, cache=data / ".cache", init_from=init_from)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
@@ -112,14 +119,17 @@ def _resumable(config, saved_path: Path):
 @htcl_app.command()
 def pretrain(
     data: Annotated[Path, typer.Option(help="Corpus folder (tracks with audio, captions.parquet).")],
-    out: Annotated[Path, typer.Option(help="Run folder: config.yaml, last.pt, train_report.json.")],
+    out: Annotated[Path, typer.Option(help="Run folder: config.yaml, holdout.json (the held-out track ids, "
+                                           "validation and test halves), last.pt, train_report.json.")],
     config: Annotated[str, typer.Option(help="tiny, small, base or a YAML file.")] = "tiny",
     steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.001.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Stage 1: align audio with its descriptions (and the weak metadata text)."""
+    """Stage 1: align audio with its descriptions (and the weak metadata text). The held-out tracks (holdout_share,
+    drawn by holdout_seed over the sorted track ids, independent of train.seed) are never trained on; their ids and
+    validation/test halves are written to OUT/holdout.json."""
     from tunespace.contrastive.htcl import load_config
 
     overrides = _overrides(set_)
@@ -131,7 +141,8 @@ def pretrain(
 @htcl_app.command()
 def finetune(
     data: Annotated[Path, typer.Option(help="Corpus folder with interactions (train part used only).")],
-    init: Annotated[Path, typer.Option(help="The stage-1 run folder to start from.")],
+    init: Annotated[Path, typer.Option(help="The stage-1 run folder to start from; its holdout.json must be this "
+                                            "corpus's held-out set (else refused).")],
     out: Annotated[Path, typer.Option(help="Run folder of this stage.")],
     semantic_weight: Annotated[float, typer.Option("--lambda", help="Weight of the kept audio-text loss.")] = 0.5,
     anchor_weight: Annotated[float, typer.Option("--mu", help="Weight of the distillation to stage 1.")] = 0.0,
@@ -152,7 +163,8 @@ def finetune(
     resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Stage 2: contrast tracks that listeners play together, keeping the semantic space (lambda, mu)."""
+    """Stage 2: contrast tracks that listeners play together, keeping the semantic space (lambda, mu). The
+    held-out tracks' audio is never in a batch: not as anchor, positive, profile track or catalogue draw."""
     from tunespace.contrastive.htcl import ConfigError, load_config
 
     names = [name.strip() for name in pairs.split(",") if name.strip()]
@@ -172,93 +184,310 @@ def finetune(
     _train(config, data, out, resume, init / "last.pt", device)
 
 
+SELECT_ON = ("validation",)
+INFORMATION_ONLY = "not selected: test figures for information only, must not be used to choose"
+
+
 @htcl_app.command()
 def evaluate(
     data: Annotated[Path, typer.Option(help="Corpus folder.")],
     run: Annotated[list[Path], typer.Option(help="Run folder(s) to evaluate; repeatable.")],
-    out: Annotated[Path, typer.Option(help="Folder for semantic.csv, preference.csv and embeddings.")],
+    out: Annotated[Path, typer.Option(help="Folder for selection.csv, semantic.csv, preference.csv (and "
+                                           "_per_seed), preference_validation.csv, cold.csv, significance.csv, "
+                                           "the embeddings and provenance.json.")],
     embeddings: Annotated[list[Path] | None, typer.Option(
-        help="Other embeddings (e.g. mfcc, musicnn from `tunespace embed`) to rank beside the runs.")] = None,
-    models: Annotated[str, typer.Option(help="Content recommenders to run on every embedding set.")] = "knn",
-    control: Annotated[str | None, typer.Option(
-        help="The run (folder name) every other set is tested against, paired over users; default the first run.")]
+        help="Other embeddings (e.g. mfcc, musicnn from `tunespace embed`) to rank beside the runs: fixed arms.")]
     = None,
+    models: Annotated[str, typer.Option(help="Content recommenders to run on every embedding set; the first one's "
+                                             "validation NDCG@50 selects among the candidates.")] = "knn",
+    control: Annotated[str | None, typer.Option(
+        help="The set (run folder name) every other reported set is tested against, paired over users; default "
+             "the first run. Must be a fixed arm or the selected candidate.")] = None,
+    stage1: Annotated[str | None, typer.Option(
+        "--stage1", help="The stage-1 run (folder name) whose validation text-to-audio R@10 candidates must keep "
+                         "within 10 %; default the one run without preference sources.")] = None,
+    select_on: Annotated[str, typer.Option(
+        help="What chooses among the candidates: validation only (validation users, semantic-validation tracks). "
+             "The test users and semantic-test tracks never choose, so no other value is accepted.")] = "validation",
+    split_seed: Annotated[int, typer.Option(
+        help="First split seed: the seeded partition of the test-window users into validation and test users.")]
+    = 42,
+    split_seeds: Annotated[int, typer.Option(
+        help="Number of split seeds, split-seed .. split-seed+N-1: selection uses validation figures averaged over "
+             "them; test figures are their mean and sd over split seeds beside per-user intervals.")] = 1,
+    test_all_runs: Annotated[bool, typer.Option(
+        help="Also compute test figures for the candidates not selected, labelled as for information only: they "
+             "must not be used to choose a run (that would select on the test users).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Semantic retrieval, zero-shot tagging and probe on held-out tracks; recommendation on the temporal protocol."""
+    """Choose a stage-2 run on validation figures, then report test figures for it and the fixed arms.
+
+    Candidates are the runs that learn preferences (a stage 2 with a preference source of weight > 0); the fixed
+    arms are every other set (stage 1, the control, --embeddings). Every run is scored on the validation users
+    (first model's warm NDCG@50, mean over split seeds) and on the semantic-validation half of the held-out tracks
+    (text-to-audio R@10). The selected candidate is the best by validation NDCG@50 among those whose validation
+    R@10 is at least 90 % of the stage-1 run's; if none qualifies, none is selected (selection.csv says why).
+    Test figures (warm and cold users, the semantic-test half, paired tests against the control, per split seed
+    and across split seeds) are computed for the selected candidate and the fixed arms only, unless
+    --test-all-runs. The KNN fit does not depend on the split seed: it is fitted once and each split seed's users
+    are slices of one ranking. Every run must hold out the corpus's held-out set (its holdout.json)."""
     import torch
 
-    from tunespace.cli.main import _embedding_sets, _show, _show_tests
-    from tunespace.contrastive.evaluate import preference_evaluation, semantic_evaluation, track_embeddings
-    from tunespace.contrastive.htcl import AudioBank, Corpus, build_model, load_config
-    from tunespace.io import write_parquet
+    from tunespace.contrastive.evaluate import preference_results, semantic_evaluation, track_embeddings
+    from tunespace.contrastive.htcl import (AudioBank, ConfigError, Corpus, build_model, check_run_holdout,
+                                           load_config)
+    from tunespace.contrastive.selection import select_run, summary_line
+    from tunespace.provenance import recorded_run
+
+    if select_on not in SELECT_ON:
+        raise typer.BadParameter(f"--select-on {select_on!r}: runs are chosen on validation figures only; the test "
+                                 "users and semantic-test tracks never choose (see --test-all-runs to see test "
+                                 "figures of every run, for information)")
+    if split_seeds < 1:
+        raise typer.BadParameter("--split-seeds must be at least 1")
+    from tunespace.cli.main import _embedding_sets
 
     console = _console()
     target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
+    names = [folder.name for folder in run]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--run: two runs share a folder name ({', '.join(names)}); the tables name runs by it")
     out.mkdir(parents=True, exist_ok=True)
-    rows, sets = [], _embedding_sets(embeddings or [])
-    for folder in run:
-        config = load_config(folder / "config.yaml")
-        corpus = Corpus.load(data, config.cutoff)
-        model = build_model(config, target, folder / "last.pt")
-        bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, data / ".cache")
-        with console.status(f"embedding {len(corpus.tracks)} tracks with {folder.name}"):
-            vectors = track_embeddings(model, bank, data / ".cache")
-        vectors.save(out / f"{folder.name}.parquet")
-        sets[folder.name] = vectors
-        with console.status(f"semantic evaluation of {folder.name}"):
-            semantic = semantic_evaluation(model, bank, corpus, vectors.vectors)
-        learns_preference = any(float((options or {}).get("weight", 1.0)) > 0
-                                for options in config.stage.preference_sources.values())
-        rows.append({"run": folder.name, "lambda": config.stage.semantic_weight if learns_preference else None,
-                     "mu": config.stage.anchor_weight, **semantic.flat()})  # a control (weights 0) is no lambda point
-    semantic_frame = pd.DataFrame(rows)
-    write_parquet(semantic_frame, out / "semantic.parquet")
-    semantic_frame.to_csv(out / "semantic.csv", index=False)
-    shown = semantic_frame[["run", "t2a_R@1", "t2a_R@10", "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10",
-                            "tagging_macro_roc_auc", "tagging_macro_pr_auc", "probe_family_accuracy"]]
-    _show(shown.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v), "semantic space (held-out tracks)")
-    control = control or run[0].name
-    with console.status("recommendation on the temporal protocol"):
-        preference = preference_evaluation(data, load_config(run[0] / "config.yaml").cutoff, sets,
-                                           tuple(m.strip() for m in models.split(",")), control=control)
-    preference.table.to_csv(out / "preference.csv", index=False)
-    written = [out / "semantic.csv", out / "preference.csv"]
+    seeds = tuple(range(split_seed, split_seed + split_seeds))
+    model_names = tuple(m.strip() for m in models.split(",") if m.strip())
+    with recorded_run(out) as record:
+        record["settings"] = {"data": str(data), "runs": [str(f) for f in run],
+                              "embeddings": [str(p) for p in embeddings or []], "models": list(model_names),
+                              "control": control, "stage1": stage1, "select_on": select_on,
+                              "split_seeds": list(seeds), "test_all_runs": test_all_runs,
+                              "semantic_tolerance": 0.10, "device": str(target)}
+        sets = _embedding_sets(embeddings or [])
+        fixed = list(sets)  # --embeddings are fixed arms
+        configs, holdout, rows, candidates, no_preference = {}, None, [], [], []
+        for folder in run:
+            config = configs[folder.name] = load_config(folder / "config.yaml")
+            corpus = Corpus.load(data, config.cutoff)
+            mine = corpus.holdout(config)
+            check_run_holdout(folder, mine, f"the held-out set of {data} under {folder / 'config.yaml'}")
+            if holdout is None:
+                holdout, first = mine, folder
+            else:
+                holdout.require_same(mine, f"{first} (holdout.json)", f"{folder} (holdout.json)")
+            model = build_model(config, target, folder / "last.pt")
+            bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, data / ".cache")
+            with console.status(f"embedding {len(corpus.tracks)} tracks with {folder.name}"):
+                vectors = track_embeddings(model, bank, data / ".cache")
+            vectors.save(out / f"{folder.name}.parquet")
+            sets[folder.name] = vectors
+            learns = _learns_preference(config)
+            (candidates if learns else fixed).append(folder.name)
+            if not config.stage.preference_sources:
+                no_preference.append(folder.name)
+            parts = ("validation",) if learns and not test_all_runs else ("validation", "test")
+            with console.status(f"semantic evaluation of {folder.name}"):
+                for part in parts:
+                    semantic = semantic_evaluation(model, bank, corpus, vectors.vectors, part=part, holdout=holdout,
+                                                   probe=part == "test")
+                    rows.append({"run": folder.name, "role": "candidate" if learns else "fixed arm", "part": part,
+                                 "lambda": config.stage.semantic_weight if learns else None,
+                                 "mu": config.stage.anchor_weight, **semantic.flat()})
+        reference = stage1 if stage1 is not None else (no_preference[0] if len(no_preference) == 1 else None)
+        if candidates and reference is None:
+            raise ConfigError("no stage-1 reference for the semantic criterion: give --stage1 RUN (runs without "
+                              f"preference sources: {', '.join(no_preference) or 'none'})")
+        if reference is not None and reference not in names:
+            raise ConfigError(f"--stage1 {reference}: not among the runs ({', '.join(names)})")
+        cutoff = configs[names[0]].cutoff
+        parts_of = {name: ("validation",) if name in candidates and not test_all_runs else ("validation", "test")
+                    for name in sets}
+        with console.status("recommendation on the temporal protocol, validation users"
+                            + ("" if test_all_runs else " (and test users of the fixed arms)")):
+            results = preference_results(data, cutoff, sets, model_names, seeds, parts_of)
+        semantic_frame = pd.DataFrame(rows)
+        selection = None
+        if candidates:
+            selection = _select(results, semantic_frame, model_names[0], candidates, reference,
+                                [n for n in fixed if n != reference], select_run)
+            console.print(summary_line(selection), soft_wrap=True, highlight=False)
+        chosen = selection.selected if selection is not None else None
+        if chosen is not None and not test_all_runs:  # only now does the chosen candidate meet the test users
+            folder = run[names.index(chosen)]
+            config = configs[chosen]
+            corpus = Corpus.load(data, config.cutoff)
+            model = build_model(config, target, folder / "last.pt")
+            bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, data / ".cache")
+            semantic = semantic_evaluation(model, bank, corpus, sets[chosen].vectors, part="test", holdout=holdout)
+            rows.append({"run": chosen, "role": "candidate", "part": "test", "lambda": config.stage.semantic_weight,
+                         "mu": config.stage.anchor_weight, **semantic.flat()})
+            semantic_frame = pd.DataFrame(rows)
+            extra = preference_results(data, cutoff, {chosen: sets[chosen]}, model_names, seeds, {chosen: ("test",)})
+            for part in ("test", "cold_test"):
+                for seed in seeds:
+                    results.parts[part][seed].update(extra.parts[part][seed])
+        status = {name: ("fixed arm" if name in fixed else "selected" if name == chosen else INFORMATION_ONLY)
+                  for name in names + [n for n in sets if n not in names]}
+        semantic_frame.insert(2, "status", semantic_frame["run"].map(status))
+        if (control or names[0]) not in [n for n in sets if status.get(n) in ("fixed arm", "selected")]:
+            raise _control_error(control or names[0], status.get(control or names[0]))
+        written = _write_tables(out, semantic_frame, results, selection, status, sets, model_names, control or names[0],
+                                record)
+        record["outputs"] = [str(path) for path in written]
+        record["settings"].update({"stage1_reference": reference, "candidates": candidates, "fixed_arms": fixed,
+                                   "holdout": {"seed": holdout.seed, "share": holdout.share,
+                                               "validation_tracks": len(holdout.validation),
+                                               "test_tracks": len(holdout.test)}})
+    console.print(f"wrote {', '.join(map(str, written))}, the track embeddings and {out / 'provenance.json'}")
+
+
+def _learns_preference(config) -> bool:
+    """A stage 2 with at least one preference source of weight > 0: a selection candidate."""
+    return any(float((options or {}).get("weight", 1.0)) > 0 for options in config.stage.preference_sources.values())
+
+
+def _select(results, semantic: pd.DataFrame, model: str, candidates: list[str], reference: str,
+            arms: list[str], select_run):
+    """Validation figures of every set (first model's NDCG@50 mean and sd over split seeds, semantic-validation
+    text-to-audio R@10) and the selection made on them."""
+    from tunespace.contrastive.evaluate import seed_table
+
+    summary, _ = seed_table(results, "validation", ("ndcg@50",))
+    figures = summary[summary["model"].str.startswith(f"{model}[")].assign(
+        run=lambda f: f["model"].str.slice(len(model) + 1, -1))
+    validation = semantic[semantic["part"] == "validation"][["run", "t2a_R@10"]]
+    frame = figures[["run", "ndcg@50", "ndcg@50_split_sd"]].merge(validation, on="run", how="outer")
+    return select_run(frame, candidates, reference, arms=arms)
+
+
+def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status: dict[str, str], sets,
+                  models: tuple[str, ...], control: str, record: dict) -> list[Path]:
+    from tunespace.cli.main import _show, _show_tests
+    from tunespace.contrastive.evaluate import paired_tests, seed_table
+    from tunespace.io import write_parquet
     from tunespace.reports.tables import formatted
 
-    _show(formatted(preference.table), "preference space: temporal protocol, test users")
-    if not preference.cold.empty:
-        preference.cold.to_csv(out / "cold.csv", index=False)
-        written.append(out / "cold.csv")
-        _show(formatted(preference.cold), "cold items: test pairs of tracks first played after the cutoff")
-    if not preference.tests.empty:
-        preference.tests.to_csv(out / "significance.csv", index=False)
+    written = []
+    if selection is not None:
+        table = selection.table.merge(semantic[semantic["part"] == "validation"][["run", "lambda", "mu"]], on="run",
+                                      how="left")
+        table.to_csv(out / "selection.csv", index=False)
+        written.append(out / "selection.csv")
+        shown = table[["run", "role", "lambda", "validation_ndcg@50", "validation_t2a_R@10", "qualified", "selected"]]
+        _show(shown.map(lambda v: f"{v:.4f}" if isinstance(v, float) else v),
+              f"selection on validation figures ({models[0]} NDCG@50 over {len(results.seeds)} split seed(s); "
+              "semantic-validation tracks)")
+    write_parquet(semantic, out / "semantic.parquet")
+    semantic.to_csv(out / "semantic.csv", index=False)
+    written.append(out / "semantic.csv")
+    columns = ["run", "part", "status", "t2a_R@1", "t2a_R@10", "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10",
+               "tagging_macro_roc_auc", "probe_family_accuracy"]
+    _show(semantic[columns].map(lambda v: f"{v:.3f}" if isinstance(v, float) else v),
+          "semantic space (held-out tracks: validation and test halves)")
+
+    def label_status(frame: pd.DataFrame) -> pd.DataFrame:
+        runs = frame["model"].str.extract(r"\[(.*)\]$")[0]
+        return frame.assign(status=runs.map(status).fillna(""))
+
+    validation, validation_seeds = seed_table(results, "validation")
+    label_status(validation).to_csv(out / "preference_validation.csv", index=False)
+    written.append(out / "preference_validation.csv")
+    figures: dict[str, object] = {"selected": selection.selected if selection is not None else None,
+                                  "split_seeds": results.seeds}
+    if selection is not None:
+        figures["selection"] = selection.table.to_dict(orient="records")
+    title = f"over {len(results.seeds)} split seed(s): mean, per-user 95% half-width" + \
+        (", sd over split seeds" if len(results.seeds) > 1 else "")
+    for part, stem, caption in (("test", "preference", "preference space: temporal protocol, test users"),
+                                ("cold_test", "cold", "cold items: test pairs of tracks first played after the "
+                                                      "cutoff")):
+        summary, per_seed = seed_table(results, part)
+        if summary.empty:
+            continue
+        summary, per_seed = label_status(summary), label_status(per_seed)
+        summary.to_csv(out / f"{stem}.csv", index=False)
+        per_seed.to_csv(out / f"{stem}_per_seed.csv", index=False)
+        written += [out / f"{stem}.csv", out / f"{stem}_per_seed.csv"]
+        shown = formatted(summary)
+        if len(results.seeds) > 1:
+            shown["ndcg@50 sd"] = summary["ndcg@50_split_sd"].map(lambda v: f"{v:.4f}")
+        shown["status"] = summary["status"]
+        _show(shown, f"{caption} ({title})")
+        keys = ("ndcg@50", "ndcg@50_low", "ndcg@50_high", "ndcg@50_split_sd", "users", "split_seeds", "status")
+        figures[part] = {row["model"]: {key: row[key] for key in keys if key in row}
+                         for row in summary.to_dict(orient="records")}
+    test_rows = semantic[semantic["part"] == "test"]
+    figures["semantic_test"] = {row["run"]: {k: row[k] for k in ("t2a_R@1", "t2a_R@10", "a2t_R@10",
+                                                                  "t2a_median_rank", "status")}
+                                for row in test_rows.to_dict(orient="records")}
+    reported = [name for name in sets if status.get(name) in ("fixed arm", "selected")]
+    tests = []
+    for group, names in (("reported", reported),
+                         ("information only", [n for n in sets if status.get(n) == INFORMATION_ONLY])):
+        pairs = [(f"{m}[{name}]", f"{m}[{control}]") for m in models for name in names if name != control]
+        for part in ("test", "cold_test"):
+            frame = paired_tests(results, part, pairs)
+            if not frame.empty:
+                tests.append(frame.assign(family=group))
+    if tests:
+        frame = pd.concat(tests, ignore_index=True)
+        frame.to_csv(out / "significance.csv", index=False)
         written.append(out / "significance.csv")
-        _show_tests(preference.tests, f"NDCG@50 against {control}: paired tests, Holm-corrected")
-    console.print(f"wrote {', '.join(map(str, written))} and the track embeddings")
+        shown = frame.assign(part=frame["part"] + " / seed " + frame["split_seed"].astype(str)
+                             + frame["family"].map(lambda f: "" if f == "reported" else " (information only)"))
+        _show_tests(shown, f"NDCG@50 against {control}: paired tests (over users per split seed, over split seeds "
+                           "'across'), Holm-corrected within each part, seed and family")
+        figures["tests"] = frame.to_dict(orient="records")
+    record["figures"] = figures
+    return written
+
+
+def _control_error(control: str, role: str | None):
+    from tunespace.contrastive.htcl import ConfigError
+
+    if role is None:
+        return ConfigError(f"--control {control}: not among the runs and embedding sets")
+    return ConfigError(f"--control {control}: a candidate that was not selected has no test figures; the control "
+                       "must be a fixed arm (a run without preference learning, e.g. preference weight 0) or the "
+                       "selected candidate")
 
 
 def htcl_report(evaluation: Path, out: Path) -> Path:
-    """One HTML page from a `tunespace htcl evaluate` folder: both spaces' tables and the lambda trade-off."""
+    """One HTML page from a `tunespace htcl evaluate` folder: the selection on validation figures, both spaces'
+    test tables (selected candidate and fixed arms; others only as labelled information) and the lambda trade-off
+    on validation figures."""
     from tunespace.reports.html import Heading, Paragraph, Plot, Table, tradeoff_plot, write_html_report
 
     semantic = pd.read_csv(evaluation / "semantic.csv")
+    if "part" not in semantic:
+        semantic = semantic.assign(part="test")  # written before the held-out set had halves
     preference = pd.read_csv(evaluation / "preference.csv")
     knn = preference[preference["model"].str.startswith("knn[")].assign(
         run=lambda f: f["model"].str.slice(4, -1))[["run", "ndcg@50", "hit_rate@50", "recall@50"]]
-    merged = semantic.merge(knn, on="run", how="left")
-    semantic_columns = [c for c in ["run", "lambda", "mu", "t2a_R@1", "t2a_R@5", "t2a_R@10", "chance_t2a_R@10",
-                                    "t2a_median_rank", "a2t_R@10", "tagging_macro_roc_auc", "tagging_macro_pr_auc",
-                                    "probe_family_accuracy", "ndcg@50"] if c in merged]
+    merged = semantic[semantic["part"] == "test"].merge(knn, on="run", how="left")
+    semantic_columns = [c for c in ["run", "status", "lambda", "mu", "t2a_R@1", "t2a_R@5", "t2a_R@10",
+                                    "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10", "tagging_macro_roc_auc",
+                                    "tagging_macro_pr_auc", "probe_family_accuracy", "ndcg@50"] if c in merged]
     sections: list = [
-        Paragraph(f"Evaluation folder: {evaluation}. Semantic metrics are on held-out tracks whose texts were never "
-                  "trained on; recommendation metrics use the temporal protocol (test users, full ranking, seen "
-                  "items removed), with 95% t-interval half-widths in the CSV."),
-        Heading("Semantic space"),
+        Paragraph(f"Evaluation folder: {evaluation}. Runs are chosen on validation figures only (validation users, "
+                  "semantic-validation half of the held-out tracks); test figures are for the selected candidate "
+                  "and the fixed arms (stage 1, control, other embeddings). Semantic metrics are on held-out tracks "
+                  "never trained on; recommendation metrics use the temporal protocol (full ranking, seen items "
+                  "removed), with 95% t-interval half-widths and, over several split seeds, their sd in the CSV."),
+    ]
+    if (evaluation / "selection.csv").exists():
+        selection = pd.read_csv(evaluation / "selection.csv")
+        columns = [c for c in ["run", "role", "lambda", "mu", "validation_ndcg@50", "validation_ndcg@50_split_sd",
+                               "validation_t2a_R@10", "required_t2a_R@10", "qualified", "selected", "reason"]
+                   if c in selection]
+        sections += [Heading("Selection (validation figures only)"),
+                     Table(selection[columns], caption="every candidate's validation figures, whether it keeps the "
+                           "semantic space (text-to-audio R@10 within 10 % of stage 1's) and which was chosen",
+                           best={"validation_ndcg@50": "max", "validation_t2a_R@10": "max"})]
+    sections += [
+        Heading("Semantic space (test half of the held-out tracks)"),
         Table(merged[semantic_columns], caption="retrieval, zero-shot tagging, probe; knn NDCG@50 for reference",
               best={"t2a_R@10": "max", "a2t_R@10": "max", "tagging_macro_roc_auc": "max", "ndcg@50": "max"}),
-        Heading("Preference space"),
+        Heading("Preference space (test users)"),
         Table(preference, caption="content recommenders over each embedding set",
               best={"ndcg@50": "max", "hit_rate@50": "max", "recall@50": "max"}),
     ]
@@ -268,14 +497,20 @@ def htcl_report(evaluation: Path, out: Path) -> Path:
                               best={"ndcg@50": "max", "hit_rate@50": "max", "recall@50": "max"}))
     if (evaluation / "significance.csv").exists():
         tests = pd.read_csv(evaluation / "significance.csv")
-        columns = [c for c in ["part", "model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm"]
-                   if c in tests]
+        columns = [c for c in ["part", "split_seed", "family", "model", "baseline", "mean_difference", "t_p_holm",
+                               "wilcoxon_p_holm"] if c in tests]
         sections.append(Table(tests[columns], caption="NDCG@50 against the control run, warm test and cold items: "
-                              "paired over users, Holm-corrected within each part"))
-    staged = merged.dropna(subset=["lambda"]) if "lambda" in merged else merged.iloc[:0]
+                              "paired over users per split seed ('across': over split seeds), Holm-corrected "
+                              "within each part, seed and family"))
+    if (evaluation / "selection.csv").exists():
+        staged = selection[selection["role"] == "candidate"].dropna(subset=["lambda"]).rename(
+            columns={"validation_ndcg@50": "ndcg@50", "validation_t2a_R@10": "t2a_R@10"})
+    else:
+        staged = merged.dropna(subset=["lambda"]) if "lambda" in merged else merged.iloc[:0]
     if len(staged) >= 2:
-        sections += [Heading("Semantic retrieval against recommendation quality over lambda"),
+        sections += [Heading("Semantic retrieval against recommendation quality over lambda (validation)"),
                      Plot(tradeoff_plot(staged, "ndcg@50", "t2a_R@10", "lambda",
-                                        title="stage 2: text-to-audio R@10 vs knn NDCG@50"),
-                          caption="each point is a stage-2 run; lambda weighs the kept audio-text loss")]
+                                        title="stage 2: validation text-to-audio R@10 vs knn NDCG@50"),
+                          caption="each point is a stage-2 candidate on validation figures; lambda weighs the kept "
+                                  "audio-text loss")]
     return write_html_report(out, "tunespace HTCL report", sections)

@@ -11,6 +11,11 @@ Stage 2 either tunes the whole audio tower (`tune: all`) or only its head on the
 window features (`tune: head`, see `TrunkFeatures`), and can rank each preference anchor against uniform draws
 from the catalogue besides the batch (`catalogue_negatives`, see `CatalogueSoftmax`): on the built-in corpus the
 preference term only improved recommendation over its control with those draws.
+
+The semantic held-out tracks (`Holdout`) are fixed once per corpus: drawn over the sorted track ids from their own
+seed (`holdout_seed`, independent of `train.seed`), split into a semantic-validation half (for choosing among runs)
+and a semantic-test half (for reporting), stored with every run (`holdout.json`) and checked wherever a run meets a
+corpus or another run. No stage ever trains on their audio or their texts.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class HTCLConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage: StageConfig = field(default_factory=StageConfig)
-    holdout_share: float = 0.1  # tracks whose texts are never trained on: the semantic test set
+    holdout_share: float = 0.1  # tracks never trained on (audio nor text): the semantic validation and test sets
+    holdout_seed: int = 0  # draws them, independently of train.seed, so every run of a corpus holds out the same
     cutoff: str = "2025-01-01"  # stage 2 uses only behaviour before this date
 
     def to_dict(self) -> dict[str, Any]:
@@ -383,16 +389,22 @@ class BatchMaker:
 
     def __init__(self, bank: AudioBank, config: HTCLConfig, semantic: list[PairSource],
                  preference: list[PairSource], context: DistributedContext | None = None,
-                 features: TrunkFeatures | None = None, train_plays: np.ndarray | None = None) -> None:
+                 features: TrunkFeatures | None = None, train_plays: np.ndarray | None = None,
+                 held_out: np.ndarray | None = None) -> None:
         """`train_plays`: plays per track (bank order) in the train interactions; catalogue draws come from the
         tracks with at least one (a track nobody played before the cutoff would only ever be a negative, and the
-        encoder would learn to push new tracks away), and the popularity correction reads it."""
+        encoder would learn to push new tracks away), and the popularity correction reads it. `held_out`: bool per
+        track, never drawn from the catalogue (the pair sources exclude them themselves, see `make_stage`)."""
         self.bank, self.config = bank, config
         self.semantic, self.preference = semantic, preference
         self.context = context or DistributedContext()
         self.features = features
         plays = np.ones(len(bank.ids)) if train_plays is None else np.asarray(train_plays, dtype=np.float64)
-        self.drawable = np.flatnonzero(plays > 0)
+        self.held_out = np.zeros(len(bank.ids), dtype=bool) if held_out is None else np.asarray(held_out, dtype=bool)
+        self.drawable = np.flatnonzero((plays > 0) & ~self.held_out)
+        if self.config.stage.catalogue_negatives and len(self.drawable) == 0:
+            raise ConfigError("catalogue_negatives > 0, but no track outside the held-out set was played before "
+                              "the cutoff")
         self.bias = torch.from_numpy(config.stage.popularity_correction * np.log1p(plays)).float()
 
     def _audio(self, tracks: np.ndarray, rng: np.random.Generator, rows: slice | np.ndarray) -> AudioInput:
@@ -443,12 +455,84 @@ def pair_sources(specs: dict[str, dict[str, Any]], context: PairContext) -> list
     return [make_pair_source(name, context, **dict(options or {})) for name, options in specs.items()]
 
 
-def holdout_tracks(n_tracks: int, share: float, seed: int) -> np.ndarray:
-    """Bool mask of tracks held out from semantic training (their texts are the retrieval test set)."""
-    rng = np.random.default_rng([seed, 7])
-    held = np.zeros(n_tracks, dtype=bool)
-    held[rng.permutation(n_tracks)[: int(round(share * n_tracks))]] = True
-    return held
+HOLDOUT_FILE = "holdout.json"
+HOLDOUT_PARTS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The tracks no HTCL stage trains on (neither their audio nor their texts), by id, in two fixed halves:
+    `validation` (semantic figures used to choose among runs) and `test` (semantic figures only reported).
+
+    Drawn once per corpus: a permutation of the sorted track ids seeded by `seed` (the config's `holdout_seed`, not
+    the training seed, so `--set train.seed=N` trains on the same tracks and tests on the same ones); the first
+    round(share * n) are held out, and of those the first half (rounded down) is the validation half."""
+
+    seed: int
+    share: float
+    validation: tuple[str, ...]  # sorted track ids
+    test: tuple[str, ...]
+
+    @classmethod
+    def draw(cls, track_ids: Iterable[str], share: float, seed: int) -> Holdout:
+        ids = np.sort(np.asarray([str(t) for t in track_ids], dtype=object))
+        if len(set(ids)) != len(ids):
+            raise ConfigError("track ids are not unique: the held-out set is defined by id")
+        held = ids[np.random.default_rng([seed, 7]).permutation(len(ids))[: int(round(share * len(ids)))]]
+        if len(held) < 2:
+            raise ConfigError(f"holdout_share={share} of {len(ids)} tracks holds out {len(held)}; the semantic "
+                              "validation and test halves need at least one track each")
+        half = len(held) // 2
+        return cls(int(seed), float(share), tuple(sorted(held[:half])), tuple(sorted(held[half:])))
+
+    @property
+    def tracks(self) -> tuple[str, ...]:
+        return tuple(sorted(self.validation + self.test))
+
+    def mask(self, track_ids: Iterable[str], part: str = "all") -> np.ndarray:
+        """Bool per track id (in the order given): held out (`all`), or in the `validation` / `test` half."""
+        if part not in ("all", *HOLDOUT_PARTS):
+            raise ValueError(f"part must be all, validation or test, got {part!r}")
+        chosen = set(self.tracks if part == "all" else getattr(self, part))
+        return np.array([str(t) in chosen for t in track_ids], dtype=bool)
+
+    def save(self, folder: str | Path) -> Path:
+        import json
+
+        from tunespace.io import write_text
+
+        path = Path(folder) / HOLDOUT_FILE
+        write_text(json.dumps({"seed": self.seed, "share": self.share, "tracks": list(self.tracks),
+                               "validation": list(self.validation), "test": list(self.test)}, indent=1), path)
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Holdout:
+        import json
+
+        path = Path(folder) / HOLDOUT_FILE
+        if not path.exists():
+            raise ConfigError(f"{path}: missing; the run's held-out tracks cannot be checked (runs made before the "
+                              "held-out set was fixed per corpus drew it from train.seed: retrain them)")
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return cls(int(values["seed"]), float(values["share"]), tuple(values["validation"]), tuple(values["test"]))
+
+    def require_same(self, other: Holdout, mine: str, theirs: str) -> None:
+        """Raise a ConfigError naming both sides unless `other` holds out the same tracks in the same halves."""
+        if (set(self.validation), set(self.test)) == (set(other.validation), set(other.test)):
+            return
+        differ = sorted(set(self.tracks) ^ set(other.tracks))
+        detail = (f"{len(differ)} track(s) held out by one only, e.g. {', '.join(differ[:3])}" if differ
+                  else "the same tracks in other validation/test halves")
+        raise ConfigError(f"{mine} (holdout_seed {self.seed}, share {self.share}) and {theirs} (holdout_seed "
+                          f"{other.seed}, share {other.share}) hold out different tracks: {detail}. A run's "
+                          "semantic figures are only valid on the tracks it never trained on; use the same corpus, "
+                          "holdout_share and holdout_seed")
+
+
+def check_run_holdout(folder: str | Path, holdout: Holdout, what: str) -> None:
+    """Refuse a run whose stored held-out set (folder/holdout.json) differs from `holdout` (described by `what`)."""
+    Holdout.load(folder).require_same(holdout, str(Path(folder) / HOLDOUT_FILE), what)
 
 
 @torch.no_grad()
@@ -503,6 +587,10 @@ class Corpus:
         ids = self.tracks["track_id"].astype(str)
         return self.train["track_id"].astype(str).value_counts().reindex(ids).fillna(0).to_numpy()
 
+    def holdout(self, config: HTCLConfig) -> Holdout:
+        """The held-out tracks of this corpus under `config`'s holdout_share and holdout_seed."""
+        return Holdout.draw(self.tracks["track_id"].astype(str), config.holdout_share, config.holdout_seed)
+
     def pair_context(self, allowed: np.ndarray | None = None) -> PairContext:
         return PairContext(self.tracks, self.captions, self.train, self.playlists, self.playlist_sessions,
                            self.cutoff, allowed)
@@ -532,17 +620,23 @@ def save_config(config: HTCLConfig, path: Path) -> None:
 
 def make_stage(corpus: Corpus, config: HTCLConfig, context: DistributedContext, cache: Path | None,
                init_from: str | Path | None = None) -> tuple[HTCL, BatchMaker]:
-    """Model and batches of one stage. Semantic pairs skip held-out tracks; preference pairs come from the train
-    interactions (and playlists made before the cutoff) only. Under `tune: head` the trunk of the `init_from` run is
-    frozen and its window features computed (or read from `cache`) up front."""
+    """Model and batches of one stage. No held-out track's audio or text is ever in a batch: semantic pairs skip
+    them, preference pairs skip every pair (session, playlist) or listener's track (history: profiles and positives)
+    that is one, and catalogue draws skip them. Preference pairs come from the train interactions (and playlists
+    made before the cutoff) only. When the `init_from` run's folder holds a holdout.json it must equal this corpus's
+    held-out set (the CLI requires the file). Under `tune: head` the trunk of the `init_from` run is frozen and its
+    window features computed (or read from `cache`) up front."""
     if config.stage.tune == "head" and init_from is None:
         raise ConfigError("stage.tune=head freezes a trained trunk, so it needs a run to start from (--init)")
     torch.manual_seed(config.train.seed)
     bank = AudioBank(corpus.tracks, corpus.root, config.audio.sample_rate, cache)
-    held = holdout_tracks(len(corpus.tracks), config.holdout_share, config.train.seed)
+    holdout = corpus.holdout(config)
+    if init_from is not None and (Path(init_from).parent / HOLDOUT_FILE).exists():
+        check_run_holdout(Path(init_from).parent, holdout, f"the held-out set of {corpus.root}")
+    held = holdout.mask(corpus.tracks["track_id"].astype(str))
     semantic = pair_sources(config.stage.semantic_sources, corpus.pair_context(~held)) \
         if config.stage.semantic_weight > 0 else []
-    preference = pair_sources(config.stage.preference_sources, corpus.pair_context())
+    preference = pair_sources(config.stage.preference_sources, corpus.pair_context(~held))
     model = build_model(config, context.device, init_from, new_parts=("audio.adapter.",))
     texts = [text for source in semantic for text in source.texts]
     model.text.warm_cache(texts, Path(cache) / f"text-{model.text.identity}.pt" if cache else None)
@@ -553,4 +647,4 @@ def make_stage(corpus: Corpus, config: HTCLConfig, context: DistributedContext, 
         for parameter in model.audio.trunk_parameters():
             parameter.requires_grad_(False)
         features = TrunkFeatures.compute(model.audio, bank, config.stage.crop_seconds, cache)
-    return model, BatchMaker(bank, config, semantic, preference, context, features, corpus.train_plays())
+    return model, BatchMaker(bank, config, semantic, preference, context, features, corpus.train_plays(), held)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,20 @@ class Split:
         warm_items = IdMap(self.items.ids[: self.n_warm_items], name="track_id")
         return InteractionMatrix.from_frame(self.train, self.users, warm_items)
 
+    def repartitioned(self, seed: int) -> Split:
+        """The same split with its test-window users partitioned by `seed`: what `temporal_split` gives with
+        `SplitConfig(seed=seed)` (train, catalogue and pairs unchanged; only who validates changes)."""
+        if seed == self.config.seed:
+            return self
+        warm = pd.concat([self.validation, self.test], ignore_index=True)
+        cold = pd.concat([self.cold_validation, self.cold_test], ignore_index=True)
+        warm_items = IdMap(self.items.ids[: self.n_warm_items], name="track_id")
+        base = {key: self.stats[key] for key in ("train_interactions", "train_users", "train_items",
+                                                  "test_window_pairs", "dropped_cold_user_pairs") if key in self.stats}
+        repartitioned = partitioned(replace(self.config, seed=seed), self.users, warm_items, self.train, warm, cold,
+                                    base)
+        return replace(repartitioned, items=self.items)  # the same cold-item order as the base split
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -147,23 +161,33 @@ def temporal_split(interactions: pd.DataFrame, config: SplitConfig) -> Split:
     warm = pairs.loc[known_user & known_item]
     cold = pairs.loc[known_user & ~known_item]
 
+    base_stats = {
+        "train_interactions": len(train),
+        "train_users": len(users),
+        "train_items": len(warm_items),
+        "test_window_pairs": len(pairs),
+        "dropped_cold_user_pairs": int((~known_user).sum()),
+    }
+    return partitioned(config, users, warm_items, train, warm, cold, base_stats)
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["user_id", "timestamp", "track_id"]).reset_index(drop=True)
+
+
+def partitioned(config: SplitConfig, users: IdMap, warm_items: IdMap, train: pd.DataFrame, warm: pd.DataFrame,
+                cold: pd.DataFrame, base_stats: dict[str, int]) -> Split:
+    """The split whose test-window users (of the warm and cold pairs together, sorted by id) are partitioned into
+    validation and test by `config.seed`: the one rule both `temporal_split` and `Split.repartitioned` use."""
     test_users = np.sort(pd.unique(pd.concat([warm["user_id"], cold["user_id"]])).astype(str))
     order = np.random.default_rng(config.seed).permutation(len(test_users))
     n_validation = int(round(config.validation_ratio * len(test_users)))
     validation_users = set(test_users[order[:n_validation]])
     to_validation = {name: frame["user_id"].isin(validation_users) for name, frame in
                      (("warm", warm), ("cold", cold))}
-
-    def tidy(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.sort_values(["user_id", "timestamp", "track_id"]).reset_index(drop=True)
-
     cold_items = np.sort(pd.unique(cold["track_id"]).astype(str))
     stats = {
-        "train_interactions": len(train),
-        "train_users": len(users),
-        "train_items": len(warm_items),
-        "test_window_pairs": len(pairs),
-        "dropped_cold_user_pairs": int((~known_user).sum()),
+        **base_stats,
         "validation_users": int(warm["user_id"][to_validation["warm"]].nunique()),
         "test_users": int(warm["user_id"][~to_validation["warm"]].nunique()),
         "validation_pairs": int(to_validation["warm"].sum()),
@@ -174,6 +198,6 @@ def temporal_split(interactions: pd.DataFrame, config: SplitConfig) -> Split:
     }
     return Split(
         config=config, users=users, items=warm_items.extended(cold_items), n_warm_items=len(warm_items),
-        train=train, validation=tidy(warm.loc[to_validation["warm"]]), test=tidy(warm.loc[~to_validation["warm"]]),
-        cold_validation=tidy(cold.loc[to_validation["cold"]]), cold_test=tidy(cold.loc[~to_validation["cold"]]),
+        train=train, validation=_tidy(warm.loc[to_validation["warm"]]), test=_tidy(warm.loc[~to_validation["warm"]]),
+        cold_validation=_tidy(cold.loc[to_validation["cold"]]), cold_test=_tidy(cold.loc[~to_validation["cold"]]),
         stats=stats)

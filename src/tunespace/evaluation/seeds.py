@@ -56,26 +56,8 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def resplit(split: Split, seed: int) -> Split:
-    """The same split with its test-window users partitioned by `seed`: what `temporal_split` gives with
-    `SplitConfig(seed=seed)` (train, catalogue and pairs unchanged; only who is a validation user changes)."""
-    if seed == split.config.seed:
-        return split
-    warm = pd.concat([split.validation, split.test], ignore_index=True)
-    cold = pd.concat([split.cold_validation, split.cold_test], ignore_index=True)
-    users = np.sort(pd.unique(pd.concat([warm["user_id"], cold["user_id"]])).astype(str))  # as temporal_split
-    order = np.random.default_rng(seed).permutation(len(users))
-    chosen = set(users[order[:int(round(split.config.validation_ratio * len(users)))]])
-    to_validation = warm["user_id"].isin(chosen)
-    cold_to_validation = cold["user_id"].isin(chosen)
-    stats = {**split.stats,
-             "validation_users": int(warm["user_id"][to_validation].nunique()),
-             "test_users": int(warm["user_id"][~to_validation].nunique()),
-             "validation_pairs": int(to_validation.sum()), "test_pairs": int((~to_validation).sum()),
-             "cold_validation_pairs": int(cold_to_validation.sum()),
-             "cold_test_pairs": int((~cold_to_validation).sum())}
-    return replace(split, config=replace(split.config, seed=seed), validation=_tidy(warm[to_validation]),
-                   test=_tidy(warm[~to_validation]), cold_validation=_tidy(cold[cold_to_validation]),
-                   cold_test=_tidy(cold[~cold_to_validation]), stats=stats)
+    """The same split with its test-window users partitioned by `seed` (`Split.repartitioned`)."""
+    return split.repartitioned(seed)
 
 
 def pooled_split(split: Split) -> Split:

@@ -1,0 +1,56 @@
+"""Choosing a stage-2 run on validation figures: a hand-made example whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tunespace.contrastive.selection import SelectionError, select_run, summary_line
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["run", "ndcg@50", "t2a_R@10"])
+
+
+VALIDATION = frame([
+    ("s1", 0.040, 0.90),  # stage 1: the semantic floor is 0.9 * 0.90 = 0.81
+    ("control", 0.044, 0.95),
+    ("pa0", 0.090, 0.70),  # best NDCG, but lost the semantic space: excluded
+    ("pa025", 0.066, 0.85),  # best of those that qualify
+    ("pa05", 0.048, 0.81),  # exactly at the floor: qualifies
+    ("pb1", 0.058, 0.95),
+])
+
+
+def test_the_best_qualifying_candidate_on_validation_is_chosen():
+    selection = select_run(VALIDATION, ["pa0", "pa025", "pa05", "pb1"], "s1", arms=["control"])
+    assert selection.selected == "pa025" and selection.reference == "s1"
+    table = selection.table.set_index("run")
+    assert table.loc[["pa0", "pa025", "pa05", "pb1"], "qualified"].tolist() == [False, True, True, True]
+    assert table["selected"].sum() == 1 and bool(table.loc["pa025", "selected"])
+    assert table.loc["pa025", "required_t2a_R@10"] == pytest.approx(0.81)
+    assert table.loc["pa0", "reason"].startswith("excluded") and table.loc["pa025", "reason"].startswith("chosen")
+    assert "pa025" in table.loc["pb1", "reason"]
+    assert table.loc["s1", "role"] == "stage-1 reference" and table.loc["control", "role"] == "fixed arm"
+    assert table.loc[["s1", "control"], "qualified"].isna().all()
+    assert summary_line(selection).startswith("selected pa025 on validation figures only")
+
+
+def test_ties_keep_the_first_and_nothing_qualifying_selects_nothing():
+    tied = frame([("s1", 0.04, 0.9), ("a", 0.05, 0.9), ("b", 0.05, 0.9)])
+    assert select_run(tied, ["a", "b"], "s1").selected == "a"
+    assert select_run(tied, ["b", "a"], "s1").selected == "b"
+    lost = frame([("s1", 0.04, 0.9), ("a", 0.09, 0.5), ("b", 0.08, 0.6)])
+    selection = select_run(lost, ["a", "b"], "s1")
+    assert selection.selected is None and not selection.table["selected"].any()
+    assert "no candidate selected" in summary_line(selection)
+
+
+def test_the_reference_and_figures_are_checked():
+    with pytest.raises(SelectionError, match="no validation figures for zz"):
+        select_run(VALIDATION, ["pa0", "zz"], "s1")
+    with pytest.raises(SelectionError, match="cannot be the stage-1 reference"):
+        select_run(VALIDATION, ["pa0", "s1"], "s1")
+    nan = frame([("s1", 0.04, 0.9), ("a", np.nan, 0.9), ("b", 0.01, 0.9)])
+    assert select_run(nan, ["a", "b"], "s1").selected == "b"  # a missing figure never wins
