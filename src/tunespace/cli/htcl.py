@@ -3,6 +3,7 @@ choice of a stage-2 run made on validation figures only (`tunespace.contrastive.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -33,12 +34,26 @@ def _overrides(pairs: list[str] | None) -> dict[str, object]:
 
 
 def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, device: str) -> None:
+    """Train one stage; the main process also writes out/provenance.json (command, commit, machine, load, wall
+    time including any feature caching, and the train report)."""
+    from tunespace.contrastive.train import init_distributed
+    from tunespace.provenance import recorded_run
+
+    context = init_distributed(device)
+    with contextlib.ExitStack() as stack:
+        record = stack.enter_context(recorded_run(out / "provenance.json")) if context.is_main else {}
+        record["settings"] = config.to_dict()
+        summary = _train_stage(config, data, out, resume, init_from, context)
+        record["figures"] = summary
+
+
+def _train_stage(config, data: Path, out: Path, resume: bool, init_from: Path | None, context) -> dict:
+    """Train one stage; on the main process write train_report.json and return its summary."""
     import torch
 
     from tunespace.contrastive.htcl import HOLDOUT_FILE, Corpus, check_run_holdout, make_stage, save_config
-    from tunespace.contrastive.train import init_distributed, train_loop
+    from tunespace.contrastive.train import train_loop
 
-    context = init_distributed(device)
     console = _console()
     if resume and (out / "config.yaml").exists():
         config = _resumable(config, out / "config.yaml")
@@ -74,6 +89,8 @@ def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, 
         console.print(f"{out}: {report.steps_run} steps in {report.seconds:.0f} s "
                       f"({summary['clips_per_second']:.1f} {unit}, {context.world_size} process(es)); "
                       f"last: {json.dumps({k: round(v, 4) for k, v in summary['last'].items()})}", soft_wrap=True)
+        return summary
+    return {}
 
 
 def _clips_per_example(config) -> float:
