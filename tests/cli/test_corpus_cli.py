@@ -45,6 +45,9 @@ def test_listener_parameters_are_recorded_and_change_the_log(tmp_path, capsys):
     users = pd.read_parquet(out / "users.parquet")
     assert users["style_favourites"].map(len).le(2).all()
     assert "temperature=3.0" in capsys.readouterr().out
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["status"] == "ok" and record["settings"]["listener"] == changed
+    assert record["figures"]["interactions"] == report["interactions"]
 
 
 @pytest.mark.parametrize("extra, said", [

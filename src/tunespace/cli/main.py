@@ -540,8 +540,13 @@ def _build_corpus(size: str, out: Path, workers: int, seed: int, tracks: int | N
     if config.listener:
         changed = ", ".join(f"{k}={v}" for k, v in config.listener.items())
         console.print(f"listener parameters changed from the defaults: {changed} (all of them in build.json)")
-    with _progress() as progress:
+    from tunespace.provenance import recorded_run
+
+    with recorded_run(out / "provenance.json") as record, _progress() as progress:
+        record["settings"] = {"size": size, "seed": seed, "workers": workers, "tracks": tracks,
+                              "listeners": listeners, "listener": config.listener}
         report = build_corpus(out, config, progress=_progress_factory(progress))
+        record["figures"] = report
     timings = ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in report["timings"].items())
     speed = report["audio_minutes_rendered_per_second"]
     console.print(f"corpus [bold]{size}[/] -> {out}: {report['tracks']} tracks ({report['audio_minutes']:.0f} audio "
