@@ -311,6 +311,9 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
     selection2 = pd.read_csv(tmp_path / "eval2" / "selection.csv").set_index("run")
     validation = pd.read_csv(tmp_path / "eval2" / "preference_validation.csv").set_index("model")
     assert selection2.loc["s2-1", "validation_ndcg@50"] == pytest.approx(validation.loc["knn[s2-1]", "ndcg@50"])
+    semantic2 = pd.read_csv(tmp_path / "eval2" / "semantic.csv")  # validation figures are what choosing uses
+    for labels in (validation["status"], semantic2[semantic2["part"] == "validation"]["status"]):
+        assert not labels.str.contains("information only").any()
 
     # an evaluation on a corpus whose held-out set differs from a run's is refused, naming both
     moved = dict(held, validation=held["test"], test=held["validation"])

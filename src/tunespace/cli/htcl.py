@@ -203,6 +203,7 @@ def finetune(
 
 SELECT_ON = ("validation",)
 INFORMATION_ONLY = "not selected: test figures for information only, must not be used to choose"
+NOT_SELECTED = "candidate, not selected"
 
 
 @htcl_app.command()
@@ -345,6 +346,8 @@ def evaluate(
         status = {name: ("fixed arm" if name in fixed else "selected" if name == chosen else INFORMATION_ONLY)
                   for name in names + [n for n in sets if n not in names]}
         semantic_frame.insert(2, "status", semantic_frame["run"].map(status))
+        on_validation = (semantic_frame["part"] == "validation") & (semantic_frame["status"] == INFORMATION_ONLY)
+        semantic_frame.loc[on_validation, "status"] = NOT_SELECTED  # validation figures are what choosing uses
         if (control or names[0]) not in [n for n in sets if status.get(n) in ("fixed arm", "selected")]:
             raise _control_error(control or names[0], status.get(control or names[0]))
         written = _write_tables(out, semantic_frame, results, selection, status, sets, model_names, control or names[0],
@@ -401,12 +404,13 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
     _show(semantic[columns].map(lambda v: f"{v:.3f}" if isinstance(v, float) else v),
           "semantic space (held-out tracks: validation and test halves)")
 
-    def label_status(frame: pd.DataFrame) -> pd.DataFrame:
+    def label_status(frame: pd.DataFrame, part: str = "test") -> pd.DataFrame:
         runs = frame["model"].str.extract(r"\[(.*)\]$")[0]
-        return frame.assign(status=runs.map(status).fillna(""))
+        labels = runs.map(status).fillna("")
+        return frame.assign(status=labels.replace(INFORMATION_ONLY, NOT_SELECTED) if part == "validation" else labels)
 
-    validation, validation_seeds = seed_table(results, "validation")
-    label_status(validation).to_csv(out / "preference_validation.csv", index=False)
+    validation, _ = seed_table(results, "validation")
+    label_status(validation, "validation").to_csv(out / "preference_validation.csv", index=False)
     written.append(out / "preference_validation.csv")
     figures: dict[str, object] = {"selected": selection.selected if selection is not None else None,
                                   "split_seeds": results.seeds}
