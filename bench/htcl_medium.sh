@@ -49,6 +49,6 @@ tunespace htcl evaluate --data "$corpus" "${runs[@]}" --embeddings "$corpus/emb/
 cp "$work"/eval/*.csv "$work"/eval/*.json "$results"/
 for name in s1 control "${candidates[@]}"; do
     mkdir -p "$results/runs/$name"
-    cp "$work/$name/train_report.json" "$work/$name/config.yaml" "$results/runs/$name/"
+    cp "$work/$name/train_report.json" "$work/$name/config.yaml" "$work/$name/provenance.json" "$results/runs/$name/"
 done
 echo "copied the evaluation tables and records to $results"

@@ -59,13 +59,16 @@ def test_record_has_every_field(tmp_path):
         assert all(not name.startswith("bench/results/") for name in saved["git"]["changed_files"])
 
 
-def test_failed_block_writes_its_record_and_reraises(tmp_path):
+def test_failed_block_writes_its_record_beside_the_last_good_one_and_reraises(tmp_path):
     path = tmp_path / "run.json"
+    with recorded_run(path, argv=["good"]):
+        pass
     with pytest.raises(ValueError, match="no such model"):
         with recorded_run(path, argv=["x"]) as record:
             record["figures"] = {"first": 0.5}
             raise ValueError("no such model")
-    saved = json.loads(path.read_text())
+    assert json.loads(path.read_text())["command"] == ["good"]  # the record of the run that made the outputs
+    saved = json.loads((tmp_path / "run.failed.json").read_text())
     assert saved["status"] == "failed: ValueError: no such model"
     assert saved["figures"] == {"first": 0.5} and saved["wall_seconds"] >= 0 and saved["load_average_end"]
 

@@ -131,7 +131,8 @@ def recorded_run(path: str | Path, argv: Sequence[str] | None = None,
 
     The yielded dict may be filled in by the caller (settings, output files, headline figures); it is written
     as JSON (see :func:`jsonable`), atomically. A folder `path` gets `provenance.json` inside it. A failing block
-    still writes its record, with status `failed: <error>`, and the error propagates.
+    still writes its record, with status `failed: <error>`, to `<name>.failed.json` beside `path` (so a refused
+    rerun never replaces the record of the run that made the outputs), and the error propagates.
     """
     path = Path(path)
     if path.suffix != ".json":
@@ -156,7 +157,8 @@ def recorded_run(path: str | Path, argv: Sequence[str] | None = None,
     finally:
         record.update({"status": status, "ended": _now(), "wall_seconds": round(time.perf_counter() - started, 3),
                        "load_average_end": load_average(), "machine": machine()})
-        write_text(json.dumps(jsonable(record), indent=2, allow_nan=False) + "\n", path)
+        target = path if status == "ok" else path.with_name(f"{path.stem}.failed.json")
+        write_text(json.dumps(jsonable(record), indent=2, allow_nan=False) + "\n", target)
 
 
 def bench_record_path(script: str | Path, results: str | Path | None = None, tag: str | None = None) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -88,6 +90,8 @@ def test_embed_then_benchmark_with_the_embedding_folder(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "79 tracks embedded, 1 skipped, 3 shards written" in said and "silent" in said
     assert ItemEmbeddings.load(tmp_path / "emb").dim == 104
+    record = json.loads((tmp_path / "emb" / "provenance.json").read_text())
+    assert record["status"] == "ok" and record["figures"]["embedded"] == 79 and record["settings"]["backend"] == "mfcc"
     assert main(["embed", "--backend", "mfcc", "--data", str(folder), "--out", str(tmp_path / "emb")]) == 1
     assert "differs in shard_size" in capsys.readouterr().out
     code = main(["benchmark", "recsys", "--dataset", "folder", "--data", str(folder), "--cutoff", SYNTHETIC_CUTOFF,

@@ -10,6 +10,7 @@ import logging
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -500,6 +501,7 @@ def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, wor
     """Run an extraction with a progress bar in audio minutes per second, then summarise what was skipped."""
     from tunespace.data.dataset import Dataset
     from tunespace.encoders.extract import Extractor, load_skipped
+    from tunespace.provenance import recorded_run
 
     tracks = Dataset.load_tracks(data)
     extractor = Extractor(config)
@@ -514,7 +516,11 @@ def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, wor
             rate = audio[0] / 60 / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=tracks_done, speed=f"{rate:.2f} audio min/s")
 
-        report = extractor.run(tracks, data, out, worker=worker, workers=workers, progress=advance)
+        record_name = "provenance.json" if workers == 1 else f"provenance-worker-{worker}.json"
+        with recorded_run(out / record_name) as record:
+            record["settings"] = {**asdict(config), "data": str(data), "worker": worker, "workers": workers}
+            report = extractor.run(tracks, data, out, worker=worker, workers=workers, progress=advance)
+            record["figures"] = {**asdict(report), "audio_minutes_per_second": report.audio_minutes_per_second}
     skipped = load_skipped(out)
     console.print(f"{config.backend} ({extractor.output_dim}-d, {config.pooling}) -> {out}: {report.embedded} "
                   f"tracks embedded, {report.skipped} skipped, {report.shards_written} shards written, "
