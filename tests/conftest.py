@@ -13,3 +13,19 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fit_log(monkeypatch):
+    """Every `Recommender.fit` call during the test, as (model name, its seed), in order."""
+    from tunespace.recommenders.base import Recommender
+
+    calls: list[tuple[str, object]] = []
+    fit = Recommender.fit
+
+    def logged(model, train, validation=None):
+        calls.append((model.name, model.params.get("seed")))
+        return fit(model, train, validation)
+
+    monkeypatch.setattr(Recommender, "fit", logged)
+    return calls

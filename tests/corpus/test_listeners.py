@@ -196,16 +196,22 @@ def test_users_prefer_their_latent_direction(tracks: pd.DataFrame, listening: Li
 # ---------------------------------------------------------------- the sampler draws from the documented P(t)
 
 
-def test_sampler_draws_from_the_documented_distribution() -> None:
-    tracks = random_tracks(n=16, seed=1)
+def _sampler_and_utility(tracks: pd.DataFrame, user: int):
+    """A prepared sampler over `tracks` (4 users, seed 0) and `user`'s utility before the continuity terms."""
     config = ListenerConfig(users=4, seed=0)
     catalogue, taste, _ = _rebuild(simulate_listeners(tracks, config))
     sampler = _Sampler(catalogue, config, np.random.default_rng(0))
     sampler.prepare(taste, np.arange(4))
-    user, previous, draws = 2, 5, 200_000
     utility = (config.semantic_weight * taste.semantic(np.array([user]), catalogue)[0]
                + config.latent_weight * taste.latent(np.array([user]), catalogue)[0]
                + catalogue.log_popularity(config))
+    return config, catalogue, sampler, utility
+
+
+def test_sampler_draws_from_the_documented_distribution() -> None:
+    tracks = random_tracks(n=16, seed=1)
+    user, previous, draws = 2, 5, 200_000
+    config, catalogue, sampler, utility = _sampler_and_utility(tracks, user)
     style, region = catalogue.codes["style"], catalogue.codes["region"]
     utility = utility + config.style_continuity * (style == style[previous])
     utility = utility + config.region_continuity * (region == region[previous])
@@ -311,14 +317,8 @@ def test_an_unknown_previous_style_continues_nothing() -> None:
     """P(t) after a track of unknown style has no style-continuity term, though other tracks are "unknown" too."""
     tracks = random_tracks(n=16, seed=1)
     tracks.loc[[3, 5, 9, 12], "dance_type"] = ""
-    config = ListenerConfig(users=4, seed=0)
-    catalogue, taste, _ = _rebuild(simulate_listeners(tracks, config))
-    sampler = _Sampler(catalogue, config, np.random.default_rng(0))
-    sampler.prepare(taste, np.arange(4))
     user, previous, draws = 1, 5, 200_000
-    utility = (config.semantic_weight * taste.semantic(np.array([user]), catalogue)[0]
-               + config.latent_weight * taste.latent(np.array([user]), catalogue)[0]
-               + catalogue.log_popularity(config))
+    config, catalogue, sampler, utility = _sampler_and_utility(tracks, user)
     region = catalogue.codes["region"]
     expected = np.exp((utility + config.region_continuity * (region == region[previous])) / config.temperature)
     expected /= expected.sum()

@@ -19,7 +19,6 @@ from tunespace.evaluation.seeds import (compare_each_split_seed, compare_split_s
                                         user_averaged)
 from tunespace.evaluation.significance import holm
 from tunespace.recommenders import get_recommender
-from tunespace.recommenders.base import Recommender
 from tunespace.reports.study import split_seed_results_table
 
 
@@ -60,27 +59,18 @@ def test_subset_equals_evaluating_those_users_only(data):
     np.testing.assert_array_equal(sliced.lists, alone.lists)
 
 
-def test_fit_once_and_slice_equals_a_run_per_split_seed(data, monkeypatch, single_thread):
+def test_fit_once_and_slice_equals_a_run_per_split_seed(data, fit_log, single_thread):
     dataset, content = data
     config = SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=3)
     split = temporal_split(dataset.interactions, config)
     specs = [s for s in study_specs(["knn", "shallow", "itemknn"], {"c": content},
                                     {name: {"device": "cpu"} for name in ("popularity", "ease", "knn", "itemknn")}
                                     | {"shallow": {"epochs": 1, "device": "cpu", "batch_size": 256}})]
-    fitted: list[tuple[str, object]] = []
-    fit = Recommender.fit
-
-    def spy(model, train, validation=None):
-        fitted.append((model.name, model.params.get("seed")))
-        return fit(model, train, validation)
-
-    monkeypatch.setattr(Recommender, "fit", spy)
     runs = run_split_seeds(split, specs, [3, 4, 5], seeds=[0], ks=(10, 50), cold_part="cold_test")
     # popularity, ease, knn, itemknn: once; shallow and shallow-random: once per split seed
-    counts = pd.Series([name for name, _ in fitted]).value_counts().to_dict()
+    counts = pd.Series([name for name, _ in fit_log]).value_counts().to_dict()
     assert counts == {"popularity": 1, "ease": 1, "knn": 1, "itemknn": 1, "shallow": 3, "shallow-random": 3}
     assert runs.shared == ["popularity", "ease", "knn[c]", "itemknn"]
-    monkeypatch.setattr(Recommender, "fit", fit)
     for split_seed in (3, 4, 5):
         own = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=split_seed))
         reference = run_seeds(own, specs, [0], ks=(10, 50), cold_part="cold_test").runs[0]

@@ -13,7 +13,6 @@ from tunespace.evaluation.benchmark import (BenchmarkRun, SeededRuns, is_seeded,
 from tunespace.evaluation.evaluate import EvaluationResult, compare_pairs
 from tunespace.evaluation.metrics import PER_USER_METRICS
 from tunespace.evaluation.significance import holm, paired_test
-from tunespace.recommenders.base import Recommender
 from tunespace.reports.study import per_seed_frame, seed_averaged, study_chart, study_frame, write_png
 
 
@@ -126,22 +125,14 @@ def test_chart_is_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_run_seeds_fits_deterministic_models_once_and_seeds_the_others(monkeypatch, single_thread):
+def test_run_seeds_fits_deterministic_models_once_and_seeds_the_others(fit_log, single_thread):
     dataset, content = synthetic_dataset(SyntheticConfig(users=60, tracks=90, artists=8, seed=2))
     split = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=0))
-    fitted: list[tuple[str, object]] = []
-    fit = Recommender.fit
-
-    def spy(model, train, validation=None):
-        fitted.append((model.name, model.params.get("seed")))
-        return fit(model, train, validation)
-
-    monkeypatch.setattr(Recommender, "fit", spy)
     specs = [s for s in study_specs(["knn", "shallow"], {"c": content},
                                     {"shallow": {"epochs": 1, "device": "cpu"}, "knn": {"device": "cpu"}})
              if s.name != "ease"]
     runs = run_seeds(split, specs, [3, 4], ks=(50,), cold_part="cold_test")
-    assert sorted(fitted) == sorted([("popularity", None), ("knn", None), ("shallow-random", 3), ("shallow", 3),
+    assert sorted(fit_log) == sorted([("popularity", None), ("knn", None), ("shallow-random", 3), ("shallow", 3),
                                      ("shallow-random", 4), ("shallow", 4)])
     assert [list(run.results) for run in runs.runs] == [[s.label for s in specs]] * 2
     assert runs.runs[1].results["knn[c]"] is runs.runs[0].results["knn[c]"]
