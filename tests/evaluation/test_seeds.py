@@ -14,7 +14,7 @@ from tunespace.errors import TunespaceError
 from tunespace.evaluation.benchmark import model_specs, run_seeds, study_specs
 from tunespace.evaluation.evaluate import EvaluationResult, evaluate
 from tunespace.evaluation.metrics import PER_USER_METRICS
-from tunespace.evaluation.seeds import (compare_each_split_seed, compare_split_seeds, pooled_split, resplit,
+from tunespace.evaluation.seeds import (compare_each_split_seed, compare_split_seeds,
                                         run_split_seeds, split_seed_list, split_seed_means, split_seed_spread,
                                         user_averaged)
 from tunespace.evaluation.significance import holm
@@ -34,13 +34,13 @@ def test_split_seeds_are_consecutive():
         split_seed_list(42, 0)
 
 
-def test_resplit_partitions_as_temporal_split_does(data):
+def test_repartitioned_partitions_as_temporal_split_does(data):
     dataset, _ = data
     base = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=42))
-    assert resplit(base, 42) is base
+    assert base.repartitioned(42) is base
     for seed in (0, 7):
         direct = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=seed))
-        again = resplit(base, seed)
+        again = base.repartitioned(seed)
         assert again.config == direct.config and again.stats == direct.stats
         for part in PARTS:
             pd.testing.assert_frame_equal(again.part(part), direct.part(part), check_dtype=False)
@@ -51,7 +51,7 @@ def test_subset_equals_evaluating_those_users_only(data):
     dataset, _ = data
     split = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=1))
     model = get_recommender("ease")(device="cpu").fit(split.train_matrix())
-    every = evaluate(model, pooled_split(split).test, ks=(5, 20))
+    every = evaluate(model, split.pooled().test, ks=(5, 20))
     alone = evaluate(model, split.test, ks=(5, 20))
     sliced = every.subset(split.test["user_id"])
     pd.testing.assert_frame_equal(sliced.per_user, alone.per_user)

@@ -138,26 +138,13 @@ class SplitSeedResults:
         return list(first)
 
 
-def _pooled(split, users: set[str]):  # noqa: ANN001, ANN202 - Split in, Split out
-    """The split with every validation and test pair of `users` as its test part, cold likewise: one evaluation
-    that each split seed's parts are then sliced from (`seeds.pooled_split`, restricted to some users)."""
-    import dataclasses
-
-    def of(*frames: pd.DataFrame) -> pd.DataFrame:
-        joined = pd.concat(frames, ignore_index=True)
-        return joined[joined["user_id"].astype(str).isin(users)]
-
-    return dataclasses.replace(split, test=of(split.validation, split.test),
-                               cold_test=of(split.cold_validation, split.cold_test))
-
-
 def preference_results(corpus_dir: Path, cutoff: str, embeddings: dict[str, ItemEmbeddings],
                        models: tuple[str, ...] = ("knn",), split_seeds: tuple[int, ...] = (42,),
                        parts: dict[str, tuple[str, ...]] | None = None) -> SplitSeedResults:
     """HR/Recall/NDCG@50 of content recommenders over each embedding set on the temporal protocol, per split seed.
 
     Train is the same under every split seed (only the validation/test partition of the test-window users moves,
-    `seeds.resplit`), so a model that does not early-stop on validation pairs is fitted once and ranks every user
+    `Split.repartitioned`), so a model that does not early-stop on validation pairs is fitted once and ranks every user
     it is asked about once; each split seed's parts are slices of that (`EvaluationResult.subset`: a user's metrics
     depend on their own ranking alone). Models that early-stop (`uses_validation`) are fitted once per split seed on
     its validation pairs, and their validation figures are optimistic. `parts` maps an embedding set's name to the
@@ -166,13 +153,12 @@ def preference_results(corpus_dir: Path, cutoff: str, embeddings: dict[str, Item
     from tunespace.data.dataset import Dataset
     from tunespace.data.splits import SplitConfig, temporal_split
     from tunespace.evaluation.benchmark import model_specs, run_benchmark
-    from tunespace.evaluation.seeds import resplit
     from tunespace.recommenders import get_recommender
 
     if not split_seeds:
         raise ValueError("give at least one split seed")
     base = temporal_split(Dataset.load(corpus_dir).interactions, SplitConfig(cutoff=cutoff, seed=split_seeds[0]))
-    splits = {seed: resplit(base, seed) for seed in split_seeds}
+    splits = {seed: base.repartitioned(seed) for seed in split_seeds}
     names = (*WARM_PARTS, *COLD_PARTS.values())
     users = {name: {seed: set(split.part(name)["user_id"].astype(str)) for seed, split in splits.items()}
              for name in names}
@@ -187,7 +173,7 @@ def preference_results(corpus_dir: Path, cutoff: str, embeddings: dict[str, Item
                                for seed in split_seeds))
         per_seed = get_recommender(spec.name).uses_validation
         for seed in split_seeds if per_seed else split_seeds[:1]:
-            run = run_benchmark(_pooled(splits[seed], needed), [spec], ks=(50,), part="test", cold_part="cold_test")
+            run = run_benchmark(splits[seed].pooled(needed), [spec], ks=(50,), part="test", cold_part="cold_test")
             for target in ([seed] if per_seed else split_seeds):
                 for part in asked:
                     out[part][target][spec.label] = run.results[spec.label].subset(users[part][target])

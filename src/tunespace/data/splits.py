@@ -109,6 +109,18 @@ class Split:
                                     base)
         return replace(repartitioned, items=self.items)  # the same cold-item order as the base split
 
+    def pooled(self, users: set[str] | None = None) -> Split:
+        """The split with every test-window user (or only `users`) on the test side and no validation pairs: one
+        evaluation that each partition's users are then sliced from (`Split.repartitioned` moves only who
+        validates, not the train part)."""
+
+        def of(*frames: pd.DataFrame) -> pd.DataFrame:
+            joined = pd.concat(frames, ignore_index=True)
+            return _tidy(joined if users is None else joined[joined["user_id"].astype(str).isin(users)])
+
+        return replace(self, validation=self.validation.iloc[:0], cold_validation=self.cold_validation.iloc[:0],
+                       test=of(self.validation, self.test), cold_test=of(self.cold_validation, self.cold_test))
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,11 @@ between models. Repeating the partition shows how much, beside the per-user inte
 Running (`run_split_seeds`). The train part does not depend on the split seed. A model that never sees the
 validation pairs (`uses_validation` False: popularity, EASE, ItemKNN, KNN) is therefore fitted once per training
 seed (once in all when it takes no seed) and evaluated once on every test-window user (validation and test users
-of the base split together, `pooled_split`); each split seed's result is that evaluation sliced to its own users
+of the base split together, `Split.pooled`); each split seed's result is that evaluation sliced to its own users
 (`EvaluationResult.subset`): identical numbers, as a user's ranking does not depend on which other users are
 evaluated. Models that stop early on validation (`uses_validation`) are refitted for every split seed and training
-seed. Split seed s partitions the users exactly as `temporal_split` with `SplitConfig(seed=s)` does (`resplit`).
+seed. Split seed s partitions the users exactly as `temporal_split` with `SplitConfig(seed=s)` does
+(`Split.repartitioned`).
 Training seeds nest inside split seeds: each split seed holds one `SeededRuns` (a `BenchmarkRun` per training seed).
 
 Aggregating (functions over `{split_seed: {row label: EvaluationResult}}`, one result per row and split seed,
@@ -29,7 +30,7 @@ already averaged over training seeds where there are several; `htcl evaluate` re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -49,23 +50,6 @@ def split_seed_list(first: int, count: int) -> list[int]:
     if count < 1:
         raise TunespaceError(f"give at least one split seed, got {count}")
     return list(range(first, first + count))
-
-
-def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.sort_values(["user_id", "timestamp", "track_id"]).reset_index(drop=True)
-
-
-def resplit(split: Split, seed: int) -> Split:
-    """The same split with its test-window users partitioned by `seed` (`Split.repartitioned`)."""
-    return split.repartitioned(seed)
-
-
-def pooled_split(split: Split) -> Split:
-    """The split with every test-window user on the test side (no validation pairs): what models that never see
-    validation are evaluated on once, before their results are sliced per split seed."""
-    return replace(split, validation=split.validation.iloc[:0], cold_validation=split.cold_validation.iloc[:0],
-                   test=_tidy(pd.concat([split.validation, split.test], ignore_index=True)),
-                   cold_test=_tidy(pd.concat([split.cold_validation, split.cold_test], ignore_index=True)))
 
 
 @dataclass
@@ -123,11 +107,11 @@ def run_split_seeds(
     own = [spec for spec in specs if get_recommender(spec.name).uses_validation]
     pooled = None
     if shared:
-        pooled = run_seeds(pooled_split(split), shared, seeds, ks=ks, part="test", progress=progress,
+        pooled = run_seeds(split.pooled(), shared, seeds, ks=ks, part="test", progress=progress,
                            cold_part="cold_test" if cold_part is not None else None)
     out = SplitSeedRuns(split_seeds, {}, {}, [spec.label for spec in shared])
     for split_seed in split_seeds:
-        current = out.splits[split_seed] = resplit(split, split_seed)
+        current = out.splits[split_seed] = split.repartitioned(split_seed)
         refitted = None
         if own:
             tagged = None if progress is None else (
