@@ -98,4 +98,5 @@ def test_embed_then_benchmark_with_the_embedding_folder(tmp_path, capsys):
                  "--test-start", SYNTHETIC_CUTOFF, "--models", "popularity,knn", "--embeddings",
                  str(tmp_path / "emb"), "--out", str(tmp_path / "bench")])
     assert code == 0
-    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "ease", "knn[mfcc]"]
+    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "ease", "knn[mfcc]",
+                                                                               "knn+pop[mfcc]"]

@@ -70,3 +70,33 @@ def test_a_parameter_given_twice_is_a_usage_error(tmp_path, capsys):
     code = main([*TINY, "--out", str(tmp_path / "c"), "--temperature", "2", "--listener-option", "temperature=3"])
     assert code == 2
     assert "temperature" in capsys.readouterr().out
+
+
+def test_relisten_remakes_the_log_under_changed_parameters(tmp_path, capsys):
+    source, out = tmp_path / "c", tmp_path / "latent0"
+    built, source_log = build(source, "--temperature", "2")
+    assert main(["corpus", "relisten", str(source), "--out", str(out), "--latent-weight", "0",
+                 "--listener-option", "favoured_values=2"]) == 0
+    said = capsys.readouterr().out
+    assert "10 listeners" in said and "latent_weight 1.0 -> 0.0" in said and "favoured_values 3 -> 2" in said
+    report = json.loads((out / "build.json").read_text())
+    assert report["listener_config"] == {**built["listener_config"], "latent_weight": 0.0, "favoured_values": 2}
+    assert report["relistened_from"]["listener_config"] == built["listener_config"]
+    assert not pd.read_parquet(out / "interactions.parquet").equals(source_log)
+    assert (out / "tracks.parquet").read_bytes() == (source / "tracks.parquet").read_bytes()
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["status"] == "ok" and record["settings"]["listener"] == {"latent_weight": 0.0, "favoured_values": 2}
+    assert record["figures"]["interactions"] == report["interactions"]
+
+    assert main(["corpus", "relisten", str(source), "--out", str(tmp_path / "again")]) == 0
+    assert "changed: none" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "interactions.parquet"), source_log)
+
+    assert main(["corpus", "relisten", str(source), "--out", str(out)]) == 1
+    assert "not an empty folder" in capsys.readouterr().out
+    assert main(["corpus", "relisten", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
+    assert "build.json: not found" in capsys.readouterr().out
+    code = main(["corpus", "relisten", str(source), "--out", str(tmp_path / "x"), "--latent-weight", "0",
+                 "--listener-option", "latent_weight=1"])
+    assert code == 2 and "latent_weight" in capsys.readouterr().out
+    assert not (tmp_path / "x").exists()

@@ -1,4 +1,5 @@
-"""`tunespace benchmark recsys --backends ... --seeds N`: the study's Table 3 as one command, on a tiny folder."""
+"""`tunespace benchmark recsys --backends ... --seeds N`: the study's Table 3 as one command, on a tiny folder, with
+every content row also popularity-aware (+pop) unless switched off."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tunespace.cli.main import main
 from tunespace.data.synthetic import SYNTHETIC_CUTOFF, SyntheticConfig, synthetic_dataset
+from tunespace.evaluation.significance import holm
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -34,10 +36,12 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     out = tmp_path / "table3"
     assert bench(corpus, out, "--backends", "content", "--models", "knn,shallow", "--seeds", "2", "--seed", "5",
                  "--epochs", "1", "--param", "shallow.batch_size=256") == 0
-    rows = ["popularity", "ease", "knn[content]", "shallow-random", "shallow[content]"]
+    rows = ["popularity", "ease", "knn[content]", "knn+pop[content]", "shallow-random", "shallow[content]",
+            "shallow+pop[content]"]
     table = pd.read_csv(out / "results.csv")
     assert list(table["model"]) == rows
-    assert list(table["variant"]) == ["reference", "reference", "content", "random init", "content"]
+    assert list(table["variant"]) == ["reference", "reference", "content", "content +pop", "random init", "content",
+                                      "content +pop"]
     for metric in ("hit_rate@10", "recall@10", "ndcg@10", "hit_rate@50", "recall@50", "ndcg@50"):  # every --k
         assert ((table[f"{metric}_low"] <= table[metric]) & (table[metric] <= table[f"{metric}_high"])).all()
     assert (table["split_seeds"] == 1).all() and table["ndcg@50_split_sd"].isna().all()
@@ -55,20 +59,43 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     assert (trained["epochs_run"] == 1).all() and (trained["best_epoch"] == 1).all()
     assert per_seed.loc[per_seed["model"] == "ease", "epochs_run"].isna().all()
 
-    # paired tests: shallow against shallow-random, knn (no random-init row) against popularity; and a second
-    # family, every row against EASE
+    # paired tests: shallow (raw and +pop) against shallow-random, knn (no random-init row) against popularity; a
+    # second family, every row against EASE; then each +pop row against popularity and against its raw row
     tests = pd.read_csv(out / "significance.csv")
     ndcg = tests[tests["metric"] == "ndcg@50"]
     twins = ndcg[ndcg["baseline_kind"] == "random-init"].set_index("model")["baseline"].to_dict()
-    assert twins == {"knn[content]": "popularity", "shallow[content]": "shallow-random"}
+    assert twins == {"knn[content]": "popularity", "shallow[content]": "shallow-random",
+                     "shallow+pop[content]": "shallow-random"}
     references = ndcg[ndcg["baseline_kind"] == "reference"]
-    assert list(references["model"]) == ["popularity", "knn[content]", "shallow-random", "shallow[content]"]
+    assert list(references["model"]) == rows[:1] + rows[2:]
     assert set(references["baseline"]) == {"ease"}
+    for kind, baselines in (("popularity", ["popularity", "popularity"]), ("raw", ["knn[content]", "shallow[content]"])):
+        family = ndcg[ndcg["baseline_kind"] == kind]
+        assert list(family["model"]) == ["knn+pop[content]", "shallow+pop[content]"]
+        assert list(family["baseline"]) == baselines
+    for _, family in tests.groupby(["baseline_kind", "metric"]):  # Holm within each family and metric
+        np.testing.assert_allclose(family["t_p_holm"], holm(family["t_p"].to_numpy()))
     assert set(tests["metric"]) == {f"{m}@{k}" for m in ("hit_rate", "recall", "ndcg") for k in (10, 50)}
     assert (tests["t_p_holm"] >= tests["t_p"]).all() and (tests["sign_agreement"] <= tests["split_seeds"]).all()
     markdown = (out / "results.md").read_text()
     assert "knn has no random-init counterpart" in markdown and "Holm" in markdown and "(sd " in markdown
     assert "against ease, the strongest reference" in markdown and "ndcg@10" in markdown
+    assert "raw: each +pop row against its raw row" in markdown and "| knn+pop[content] |" in markdown
+
+    # every beta's validation figure; one chosen per row, the best (ties to the smaller beta), in every table
+    weights = pd.read_csv(out / "popularity_weights.csv")
+    assert list(weights.columns) == ["row", "set", "model", "beta", "validation_ndcg@50", "split_seeds", "chosen"]
+    assert list(weights.groupby("row", sort=False).size().items()) == [("knn+pop[content]", 18),
+                                                                       ("shallow+pop[content]", 18)]
+    betas = {}
+    for row, grid in weights.groupby("row"):
+        best = grid["validation_ndcg@50"].max()
+        betas[row] = grid.loc[grid["validation_ndcg@50"] >= best - 1e-12, "beta"].min()
+        assert grid.loc[grid["chosen"], "beta"].tolist() == [betas[row]]
+    assert table.set_index("model")["beta"].dropna().to_dict() == pytest.approx(betas)
+    section = markdown.split("## Popularity-aware rows")[1].split("## ")[0]
+    assert "validation users alone" in section and "popularity_weights.csv" in section
+    assert all(f"| {row} | {row.replace('+pop', '')} | {beta:.4g} |" in section for row, beta in betas.items())
 
     # every setting, defaults included, in results.md and settings.json
     settings = json.loads((out / "settings.json").read_text())
@@ -79,6 +106,13 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     assert models["shallow[content]"]["params"]["epochs"] == 1 and models["shallow[content]"]["params"]["lr"] == 1e-3
     assert models["shallow-random"]["params"]["batch_size"] == 256 and models["shallow-random"]["params"]["dim"] == 64
     assert models["shallow[content]"]["fitted"] == "once per training seed" and models["ease"]["fitted"] == "once"
+    assert settings["popularity_aware"]["betas"] == pytest.approx(betas) and settings["popularity_aware"]["enabled"]
+    assert len(settings["popularity_aware"]["weights"]) == 18
+    assert settings["popularity_aware"]["chosen_on"] == "validation ndcg@50"
+    aware = models["shallow+pop[content]"]
+    assert aware["fitted"].startswith("with shallow[content]") and aware["seeded"] and aware["early_stopping"]
+    assert aware["params"]["base"] == "shallow" and aware["params"]["weight"] == betas["shallow+pop[content]"]
+    assert aware["popularity_beta"] == betas["shallow+pop[content]"] and models["ease"]["popularity_beta"] is None
     assert "## Settings" in markdown and "l2=500.0" in markdown and "patience=16" in markdown
     assert "## Epochs" in markdown
 
@@ -86,13 +120,18 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     record = json.loads((out / "provenance.json").read_text())
     assert record["status"] == "ok" and record["settings"]["ks"] == [10, 50]
     assert record["figures"]["ease"]["ndcg@50"] == pytest.approx(table.set_index("model").loc["ease", "ndcg@50"])
+    assert record["figures"]["popularity_betas"] == pytest.approx(betas)
+    assert set(pd.read_parquet(out / "per_user.parquet")["model"]) == set(rows)
 
     assert (out / "ndcg50.png").read_bytes()[:8] == PNG
 
-    # the cold table: knn places cold items, popularity and the random-init row cannot
+    # the cold table: knn places cold items, popularity and the random-init row cannot; +pop rows as they come
     cold = pd.read_csv(out / "cold.csv").set_index("model")
     assert list(cold.index) == rows
     assert cold.loc["knn[content]", "hit_rate@50"] > 0 and "ndcg@10" in cold
+    assert cold["beta"].dropna().to_dict() == pytest.approx(betas)
+    assert cold.loc["knn+pop[content]", "cold_items_placed"] == cold.loc["knn[content]", "cold_items_placed"]
+    assert set(pd.read_csv(out / "cold_per_seed.csv")["model"]) == set(rows)
     for blind in ("popularity", "ease", "shallow-random"):
         assert cold.loc[blind, ["hit_rate@50", "recall@50", "ndcg@50"]].eq(0).all()
         assert cold.loc[blind, "cold_items_placed"] == 0
@@ -101,6 +140,18 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     cold_md = (out / "cold.md").read_text()
     assert "cosine of its embedding" in cold_md and "0 by construction" in cold_md
     assert f"| {n_cold} of {n_cold} |" in cold_md and f"content {n_cold} of {n_cold}" in cold_md
+    assert "| shallow+pop[content] |" in cold_md and "A +pop row adds beta" in cold_md
+
+
+def test_no_popularity_aware_rows_when_switched_off(corpus, tmp_path):
+    out = tmp_path / "raw"
+    assert bench(corpus, out, "--backends", "content", "--models", "knn", "--k", "20", "--no-popularity-aware") == 0
+    assert list(pd.read_csv(out / "results.csv")["model"]) == ["popularity", "ease", "knn[content]"]
+    assert "beta" not in pd.read_csv(out / "results.csv") and "beta" not in pd.read_csv(out / "cold.csv")
+    assert not (out / "popularity_weights.csv").exists()
+    assert set(pd.read_csv(out / "significance.csv")["baseline_kind"]) == {"random-init", "reference"}
+    assert "+pop" not in (out / "results.md").read_text()
+    assert json.loads((out / "settings.json").read_text())["popularity_aware"] == {"enabled": False}
 
 
 @pytest.mark.parametrize("ks", ["10", "5,20,30"])
@@ -136,8 +187,15 @@ def test_repeated_split_seeds(corpus, tmp_path, single_thread):
     assert per_split[per_split["model"] == "ease"]["ndcg@20"].nunique() == 3
     per_seed = pd.read_csv(out / "results_per_seed.csv")
     assert len(per_seed[per_seed["model"] == "shallow[content]"]) == 3  # refitted per split seed
+    assert len(per_seed[per_seed["model"] == "shallow+pop[content]"]) == 3
+    # one beta per row over the three split seeds, the same in every split seed's row
+    weights = pd.read_csv(out / "popularity_weights.csv")
+    assert (weights["split_seeds"] == 3).all() and weights.groupby("row")["chosen"].sum().eq(1).all()
+    assert set(per_split.loc[per_split["model"].str.contains("+pop", regex=False), "beta"]) <= set(
+        weights.loc[weights["chosen"], "beta"])
     tests = pd.read_csv(out / "significance.csv")
     assert set(tests["split_seeds"]) == {3} and tests["sign_agreement"].between(0, 3).all()
+    assert {"popularity", "raw"} <= set(tests["baseline_kind"])
     each = pd.read_csv(out / "significance_per_split_seed.csv")
     assert sorted(set(each["split_seed"])) == [7, 8, 9] and len(each) == 3 * len(tests)
     settings = json.loads((out / "settings.json").read_text())

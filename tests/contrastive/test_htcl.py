@@ -201,7 +201,7 @@ def test_a_run_is_an_extraction_backend(corpus, tiny_bert, tmp_path):
     assert cosine.min() > 0.999  # same windows, same encoder: the pipeline reproduces `htcl evaluate`'s vectors
 
 
-def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
+def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path, monkeypatch):
     import json
     from html.parser import HTMLParser
 
@@ -247,11 +247,26 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
 
     names = ("s1", "control", "s2-0", "s2-1", "s2-head")
     runs = [arg for name in names for arg in ("--run", str(tmp_path / name))]
+    import tunespace.contrastive.evaluate as contrastive_evaluate
+    from tunespace.data.dataset import Dataset
+    from tunespace.data.splits import SplitConfig, temporal_split
+
+    cutoff = load_config(tmp_path / "s1" / "config.yaml").cutoff
+    split = temporal_split(Dataset.load(corpus).interactions, SplitConfig(cutoff=cutoff, seed=42))
+    choose, chosen_from = contrastive_evaluate.choose_weight, []
+
+    def spy(figures, *args, **kwargs):  # what the popularity weight beta is chosen on
+        chosen_from.extend(set(r.per_user["user_id"]) for per_seed in figures.values() for r in per_seed.values())
+        return choose(figures, *args, **kwargs)
+
+    monkeypatch.setattr(contrastive_evaluate, "choose_weight", spy)
     assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval"),
                  "--device", "cpu", "--select-on", "test"]) != 0  # the test users never choose
     assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval"),
                  "--device", "cpu"]) == 0
     evaluation = tmp_path / "eval"
+    assert len(chosen_from) == len(names) * 18  # every set, every beta of the grid
+    assert all(users <= set(split.validation["user_id"].astype(str)) for users in chosen_from)
     selection = pd.read_csv(evaluation / "selection.csv")
     candidates = selection[selection["role"] == "candidate"]
     assert list(candidates["run"]) == ["s2-0", "s2-1", "s2-head"]  # the control (weight 0) is a fixed arm
@@ -267,16 +282,39 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
     assert set(semantic[semantic["part"] == "validation"]["run"]) == set(names)
     assert set(semantic[semantic["part"] == "test"]["run"]) == reported  # no test figures for unselected runs
     assert semantic.set_index(["run", "part"]).loc[("s2-1", "validation"), "lambda"] == 1.0
-    assert set(pd.read_csv(evaluation / "preference.csv")["model"]) == {f"knn[{n}]" for n in reported}
-    assert set(pd.read_csv(evaluation / "cold.csv")["model"]) == {f"knn[{n}]" for n in reported}
-    assert set(pd.read_csv(evaluation / "preference_validation.csv")["model"]) == {f"knn[{n}]" for n in names}
-    tests = pd.read_csv(evaluation / "significance.csv")  # every reported set against the first run
-    assert set(tests["model"]) == {f"knn[{n}]" for n in reported - {"s1"}} and set(tests["baseline"]) == {"knn[s1]"}
+    def rows(sets):  # raw and popularity-aware per set, and the content-free reference
+        return {f"knn{kind}[{n}]" for n in sets for kind in ("", "+pop")} | {"popularity"}
+
+    preference = pd.read_csv(evaluation / "preference.csv")
+    assert set(preference["model"]) == rows(reported)
+    assert set(pd.read_csv(evaluation / "cold.csv")["model"]) == rows(reported)
+    validation = pd.read_csv(evaluation / "preference_validation.csv").set_index("model")
+    assert set(validation.index) == rows(names)
+    weights = pd.read_csv(evaluation / "popularity_weights.csv")  # every beta of every set, chosen on validation
+    assert list(weights.columns) == ["set", "model", "beta", "validation_ndcg@50", "split_seeds", "chosen"]
+    assert set(weights["set"]) == set(names) and (weights.groupby("set")["chosen"].sum() == 1).all()
+    betas = weights[weights["chosen"]].set_index("set")["beta"]
+    for name in reported:  # the validation beta, unchanged on the test users
+        assert preference.set_index("model").loc[f"knn+pop[{name}]", "beta"] == pytest.approx(betas[name])
+        assert np.isnan(preference.set_index("model").loc[f"knn[{name}]", "beta"])
+    for name in names:  # selection scores candidates by the +pop row; the raw figure is kept beside it
+        row = selection.set_index("run").loc[name]
+        assert row["validation_ndcg@50"] == pytest.approx(validation.loc[f"knn+pop[{name}]", "ndcg@50"])
+        assert row["validation_ndcg@50_raw"] == pytest.approx(validation.loc[f"knn[{name}]", "ndcg@50"])
+        assert "knn+pop" in row["selected_on"]
+    tests = pd.read_csv(evaluation / "significance.csv")  # s1 is both the control and the stage-1 reference
+    expected = {("knn+pop[control]", "knn+pop[s1]"), ("knn[control]", "knn[s1]")}
+    if chosen:
+        expected |= {(f"knn+pop[{chosen[0]}]", "knn+pop[s1]"), (f"knn+pop[{chosen[0]}]", "popularity"),
+                     (f"knn[{chosen[0]}]", "knn[s1]")}
+    for part, frame in tests.groupby("part"):
+        assert set(zip(frame["model"], frame["baseline"])) == expected and set(frame["family"]) == {part}
     assert set(tests["part"]) == {"test", "cold_test"} and set(tests["split_seed"].astype(str)) == {"42"}
     record = json.loads((evaluation / "provenance.json").read_text())
     assert record["status"] == "ok" and record["settings"]["split_seeds"] == [42]
     assert record["figures"]["selected"] == (chosen[0] if chosen else None)
-    assert set(record["figures"]["test"]) == {f"knn[{n}]" for n in reported}
+    assert set(record["figures"]["test"]) == rows(reported)
+    assert record["figures"]["test"][f"knn+pop[{names[1]}]"]["beta"] == pytest.approx(betas[names[1]])
     assert main(["report", "--eval", str(evaluation), "--out", str(tmp_path / "report.html")]) == 0
 
     class Count(HTMLParser):
@@ -295,7 +333,7 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
     assert main(["htcl", "evaluate", "--data", str(corpus), *runs, "--out", str(tmp_path / "eval2"),
                  "--device", "cpu", "--split-seeds", "2", "--split-seed", "7", "--test-all-runs"]) == 0
     per_seed = pd.read_csv(tmp_path / "eval2" / "preference_per_seed.csv")
-    assert sorted(set(per_seed["split_seed"])) == [7, 8] and set(per_seed["model"]) == {f"knn[{n}]" for n in names}
+    assert sorted(set(per_seed["split_seed"])) == [7, 8] and set(per_seed["model"]) == rows(names)
     summary = pd.read_csv(tmp_path / "eval2" / "preference.csv").set_index("model")
     for label, rows in per_seed.groupby("model"):
         assert summary.loc[label, "ndcg@50"] == pytest.approx(rows["ndcg@50"].mean())
@@ -304,13 +342,15 @@ def test_cli_pretrain_finetune_evaluate_report(corpus, tiny_bert, tmp_path):
     chosen2 = [n for n in names if statuses[f"knn[{n}]"] == "selected"]
     assert all("information only" in statuses[f"knn[{n}]"] for n in ("s2-0", "s2-1", "s2-head") if n not in chosen2)
     tests = pd.read_csv(tmp_path / "eval2" / "significance.csv")
-    assert set(tests["split_seed"].astype(str)) >= {"across"} and set(tests["family"]) == {"reported",
-                                                                                         "information only"}
+    assert set(tests["split_seed"].astype(str)) >= {"across"}
+    assert {"test", "test: information only"} <= set(tests["family"]) <= {"test", "test: information only",
+                                                                          "cold_test", "cold_test: information only"}
     across = tests[tests["split_seed"].astype(str) == "across"]
     assert (across["split_seeds"] == 2).all()
     selection2 = pd.read_csv(tmp_path / "eval2" / "selection.csv").set_index("run")
     validation = pd.read_csv(tmp_path / "eval2" / "preference_validation.csv").set_index("model")
-    assert selection2.loc["s2-1", "validation_ndcg@50"] == pytest.approx(validation.loc["knn[s2-1]", "ndcg@50"])
+    assert selection2.loc["s2-1", "validation_ndcg@50"] == pytest.approx(validation.loc["knn+pop[s2-1]", "ndcg@50"])
+    assert selection2.loc["s2-1", "validation_ndcg@50_raw"] == pytest.approx(validation.loc["knn[s2-1]", "ndcg@50"])
     semantic2 = pd.read_csv(tmp_path / "eval2" / "semantic.csv")  # validation figures are what choosing uses
     for labels in (validation["status"], semantic2[semantic2["part"] == "validation"]["status"]):
         assert not labels.str.contains("information only").any()
@@ -535,8 +575,53 @@ def test_split_seed_slices_equal_evaluating_each_split_and_validation_only_sets_
         assert set(results.parts["validation"][seed]["knn[candidate]"].per_user["user_id"]) == \
             set(split.validation["user_id"].astype(str))
     summary, per_seed = seed_table(results, "test")
-    assert list(summary["model"]) == ["knn[fixed]"] and list(per_seed["split_seed"]) == [42, 43]
+    assert list(summary["model"]) == ["popularity", "knn[fixed]", "knn+pop[fixed]"]  # raw, +pop, the reference
+    summary, per_seed = summary.iloc[[1]], per_seed[per_seed["model"] == "knn[fixed]"]
+    assert list(per_seed["split_seed"]) == [42, 43]
     assert summary["ndcg@50"].iloc[0] == pytest.approx(per_seed["ndcg@50"].mean())
     assert summary["ndcg@50_split_sd"].iloc[0] == pytest.approx(per_seed["ndcg@50"].std(ddof=1))
     tests = paired_tests(results, "validation", [("knn[candidate]", "knn[fixed]")])
     assert list(tests["split_seed"]) == ["42", "43", "across"] and tests["split_seeds"].iloc[-1] == 2
+
+
+def test_listener_stage_ranks_held_out_tracks_among_the_whole_catalogue(corpus, tiny_bert, tmp_path):
+    """The listener source: every drawable track is a candidate, profiles and held-out tracks are rows of the
+    catalogue, no held-out track ever appears, the forward pass is the loss module on the head's embeddings,
+    ranks split the listeners but share the catalogue, and the popularity weight learns."""
+    from tunespace.contrastive.htcl import BatchMaker
+    from tunespace.contrastive.losses import ListenerSoftmax
+
+    data = Corpus.load(corpus, "2025-01-01")
+    first = tiny_config(tiny_bert)
+    model1, batches1 = make_stage(data, first, DistributedContext(), cache=tmp_path / "cache")
+    train_loop(model1, batches1, first.train, tmp_path / "s1")
+    config = tiny_config(tiny_bert, tune="head", preference_sources={"listener": {"holdout_share": 0.3}},
+                         semantic_weight=0.5, popularity_correction=1.0, learn_popularity=True)
+    config.audio.adapter_hidden = 8
+    model, batches = make_stage(data, config, DistributedContext(), cache=tmp_path / "cache",
+                                init_from=tmp_path / "s1/last.pt")
+    assert isinstance(model.preference_loss, ListenerSoftmax)
+    plays = data.train_plays()
+    drawable = np.flatnonzero((plays > 0) & ~batches.held_out)
+    batch = batches(0)
+    assert batch.catalogue_audio.shape == (len(drawable), 16) and batch.listeners == config.train.batch_size
+    for rows in (batch.profile_rows, batch.positive_rows):
+        assert not batches.held_out[drawable[rows.numpy()]].any()
+    torch.testing.assert_close(batch.catalogue_log_popularity, torch.from_numpy(np.log1p(plays[drawable])).float())
+    with torch.no_grad():
+        expected = model.preference_loss(model.audio.head(batch.catalogue_audio), batch.profile_rows,
+                                         batch.profile_owner, batch.positive_rows, batch.positive_owner,
+                                         batch.listeners, batch.catalogue_log_popularity, batch.preference_weights)
+        torch.testing.assert_close(model(batch)["preference_loss"], expected["loss"])
+    halves = [BatchMaker(batches.bank, config, batches.semantic, batches.preference,
+                         DistributedContext(rank=r, world_size=2), batches.features, plays, batches.held_out)(0)
+              for r in range(2)]
+    assert [h.listeners for h in halves] == [config.train.batch_size // 2] * 2
+    assert all(torch.equal(h.catalogue_audio, batch.catalogue_audio) for h in halves)
+    whole = batch.positive_rows[batch.positive_owner < config.train.batch_size // 2]
+    assert torch.equal(halves[0].positive_rows, whole)
+    report = train_loop(model, batches, config.train, tmp_path / "s2")
+    assert {"preference_loss", "preference_popularity_weight", "semantic_loss"} <= set(report.history[-1])
+    assert model.preference_loss.popularity_weight.item() != 1.0
+    with pytest.raises(ConfigError, match="tune: head"):
+        tiny_config(tiny_bert, preference_sources={"listener": {}})

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tunespace.contrastive.selection import SelectionError, select_run, summary_line
+from tunespace.contrastive.selection import SelectionError, select_run, summary_line, validation_figures
 
 
 def frame(rows):
@@ -54,3 +54,24 @@ def test_the_reference_and_figures_are_checked():
         select_run(VALIDATION, ["pa0", "s1"], "s1")
     nan = frame([("s1", 0.04, 0.9), ("a", np.nan, 0.9), ("b", 0.01, 0.9)])
     assert select_run(nan, ["a", "b"], "s1").selected == "b"  # a missing figure never wins
+
+
+def test_the_popularity_aware_figure_chooses_and_the_raw_one_is_kept_beside_it():
+    """Raw knn would choose b (0.070 > 0.050); popularity-aware, a wins (0.060 > 0.055): +pop decides."""
+    summary = pd.DataFrame({"model": ["popularity", "knn[s1]", "knn+pop[s1]", "knn[a]", "knn+pop[a]", "knn[b]",
+                                      "knn+pop[b]", "shallow+pop[a]"],
+                            "ndcg@50": [0.08, 0.04, 0.045, 0.05, 0.06, 0.07, 0.055, 0.99],
+                            "ndcg@50_split_sd": [0.0, 0.01, 0.01, 0.02, 0.002, 0.03, 0.003, 0.0]})
+    semantic = pd.DataFrame({"run": ["s1", "a", "b", "a"], "part": ["validation", "validation", "validation", "test"],
+                             "t2a_R@10": [0.9, 0.9, 0.9, 0.1]})
+    frame = validation_figures(summary, semantic, "knn").set_index("run").sort_index()
+    assert frame.loc[["a", "b", "s1"], "ndcg@50"].tolist() == [0.06, 0.055, 0.045]
+    assert frame.loc[["a", "b", "s1"], "ndcg@50_raw"].tolist() == [0.05, 0.07, 0.04]
+    assert frame.loc["a", "ndcg@50_split_sd"] == 0.002 and frame.loc["a", "t2a_R@10"] == 0.9
+    selection = select_run(frame.reset_index(), ["a", "b"], "s1", raw="ndcg@50_raw", basis="validation knn+pop NDCG@50")
+    assert selection.selected == "a"
+    table = selection.table.set_index("run")
+    assert table.loc["a", "validation_ndcg@50"] == 0.06 and table.loc["a", "validation_ndcg@50_raw"] == 0.05
+    assert (table["selected_on"] == "validation knn+pop NDCG@50").all()
+    assert "knn+pop" in table.loc["a", "reason"] and "(raw 0.0500)" in summary_line(selection)
+    assert np.isnan(select_run(VALIDATION, ["pa0"], "s1").table["validation_ndcg@50_raw"]).all()

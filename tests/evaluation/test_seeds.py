@@ -11,9 +11,10 @@ from scipy import stats
 from tunespace.data.splits import PARTS, SplitConfig, temporal_split
 from tunespace.data.synthetic import SYNTHETIC_CUTOFF, SyntheticConfig, synthetic_dataset
 from tunespace.errors import TunespaceError
-from tunespace.evaluation.benchmark import model_specs, run_seeds, study_specs
+from tunespace.evaluation.benchmark import model_specs, popularity_specs, run_seeds, study_specs
 from tunespace.evaluation.evaluate import EvaluationResult, evaluate
 from tunespace.evaluation.metrics import PER_USER_METRICS
+from tunespace.evaluation.popularity import PopularityWeightError
 from tunespace.evaluation.seeds import (compare_each_split_seed, compare_split_seeds,
                                         run_split_seeds, split_seed_list, split_seed_means, split_seed_spread,
                                         user_averaged)
@@ -155,3 +156,45 @@ def test_one_split_seed_is_run_seeds(data, single_thread):
     runs = run_split_seeds(split, specs, [9], ks=(10,))
     assert list(runs.seeded) == [9] and runs.shared == []
     assert runs.splits[9] is split
+
+
+def test_popularity_aware_rows_refit_nothing(data, fit_log, single_thread):
+    """A +pop row re-scores its content row's fitted model: shallow is fitted once per split seed and training
+    seed (not once more for shallow+pop), knn once in all; one beta per row, chosen over both split seeds."""
+    dataset, content = data
+    split = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=3))
+    specs = popularity_specs(study_specs(["knn", "shallow"], {"c": content},
+                                         {"knn": {"device": "cpu"},
+                                          "shallow": {"epochs": 1, "device": "cpu", "batch_size": 256}}))
+    specs = [spec for spec in specs if spec.name != "ease"]
+    runs = run_split_seeds(split, specs, [3, 4], seeds=[0, 1], ks=(20,), cold_part="cold_test",
+                           popularity_weights=(0.0, 0.5))
+    counts = pd.Series([name for name, _ in fit_log]).value_counts().to_dict()
+    # the blends wrap knn and shallow: each of their fits is one fit of the base inside
+    assert counts == {"popularity": 1, "knn": 1, "shallow-random": 4, "shallow": 4, "popularity-blend": 5}
+    assert runs.shared == ["popularity", "knn[c]", "knn+pop[c]"]
+    assert set(runs.betas) == {"knn+pop[c]", "shallow+pop[c]"} and set(runs.betas.values()) <= {0.0, 0.5}
+    assert len(runs.weights) == 4 and (runs.weights["split_seeds"] == 2).all()
+    assert runs.weights.groupby("row")["chosen"].sum().to_dict() == {"knn+pop[c]": 1, "shallow+pop[c]": 1}
+    for split_seed in (3, 4):
+        seeded = runs.seeded[split_seed]
+        assert seeded.seeded["shallow+pop[c]"] and not seeded.seeded["knn+pop[c]"]
+        test_users = set(runs.splits[split_seed].test["user_id"])
+        for run in seeded.runs:
+            assert list(run.results) == [spec.label for spec in specs] and run.popularity == {}
+            assert set(run.results["shallow+pop[c]"].per_user["user_id"]) == test_users
+            assert run.params["shallow+pop[c]"]["weight"] == runs.betas["shallow+pop[c]"]
+            assert run.training["shallow+pop[c]"] == run.training["shallow[c]"]
+            assert set(run.cold_results) == set(run.results)
+    # fitting shallow inside a blend leaves its raw row as it was without one
+    alone = run_seeds(runs.splits[4], [spec for spec in specs if spec.label == "shallow[c]"], [1], ks=(20,))
+    pd.testing.assert_frame_equal(alone.runs[0].results["shallow[c]"].per_user,
+                                  runs.seeded[4].runs[1].results["shallow[c]"].per_user)
+
+
+def test_no_validation_users_no_beta(data):
+    dataset, content = data
+    split = temporal_split(dataset.interactions, SplitConfig(cutoff=SYNTHETIC_CUTOFF, seed=3, validation_ratio=0.0))
+    specs = popularity_specs(model_specs(["knn"], {"c": content}, {"knn": {"device": "cpu"}}))
+    with pytest.raises(PopularityWeightError, match=r"knn\+pop\[c\]: split seed 3 has no validation users"):
+        run_split_seeds(split, specs, [3], ks=(10,), popularity_weights=(0.0, 1.0))

@@ -8,8 +8,10 @@ import pytest
 
 from tunespace.data.splits import SplitConfig, temporal_split
 from tunespace.data.synthetic import SYNTHETIC_CUTOFF, SyntheticConfig, synthetic_dataset
-from tunespace.evaluation.benchmark import (BenchmarkRun, SeededRuns, is_seeded, random_init_of, reference_pairs,
-                                            run_seeds, strongest_reference, study_baselines, study_specs)
+from tunespace.evaluation.benchmark import (BenchmarkRun, ModelSpec, SeededRuns, fitted_as, is_seeded,
+                                            popularity_pairs, popularity_specs, random_init_of, reference_pairs,
+                                            run_seeds, strongest_reference, study_baselines, study_specs,
+                                            uses_validation)
 from tunespace.evaluation.evaluate import EvaluationResult, compare_pairs
 from tunespace.evaluation.metrics import PER_USER_METRICS
 from tunespace.evaluation.significance import holm, paired_test
@@ -42,6 +44,39 @@ def test_each_content_row_is_tested_against_the_random_init_row_of_its_model():
         "knn[mfcc]": "popularity", "knn[musicnn-msd]": "popularity",
         "shallow[mfcc]": "shallow-random", "shallow[musicnn-msd]": "shallow-random",
         "bert4rec[mfcc]": "bert4rec-random", "bert4rec[musicnn-msd]": "bert4rec-random"}
+
+
+def test_each_content_row_gets_a_popularity_aware_row_tested_in_every_family():
+    specs = popularity_specs(study_specs(["knn", "shallow"], {"mfcc": None, "clap": None}))
+    assert [s.label for s in specs] == [
+        "popularity", "ease", "knn[mfcc]", "knn+pop[mfcc]", "knn[clap]", "knn+pop[clap]", "shallow-random",
+        "shallow[mfcc]", "shallow+pop[mfcc]", "shallow[clap]", "shallow+pop[clap]"]
+    by_label = {s.label: s for s in specs}
+    aware = by_label["shallow+pop[mfcc]"]
+    assert (aware.name, aware.family, aware.variant, aware.backend) == ("shallow", "shallow", "mfcc +pop", "mfcc")
+    assert aware.popularity_of == "shallow[mfcc]" and by_label["shallow[mfcc]"].popularity_of is None
+    assert popularity_specs(specs) == specs  # already popularity-aware: nothing added
+    # the random-init family: +pop rows against the random-init twin; knn+pop has none and is tested against
+    # popularity in the popularity family instead
+    assert study_baselines(specs) == {
+        "knn[mfcc]": "popularity", "knn[clap]": "popularity", "shallow[mfcc]": "shallow-random",
+        "shallow+pop[mfcc]": "shallow-random", "shallow[clap]": "shallow-random",
+        "shallow+pop[clap]": "shallow-random"}
+    assert [pair for pair in reference_pairs(specs) if "+pop" in pair[0]] == [
+        ("knn+pop[mfcc]", "ease"), ("knn+pop[clap]", "ease"), ("shallow+pop[mfcc]", "ease"),
+        ("shallow+pop[clap]", "ease")]
+    assert popularity_pairs(specs) == {
+        "popularity": [("knn+pop[mfcc]", "popularity"), ("knn+pop[clap]", "popularity"),
+                       ("shallow+pop[mfcc]", "popularity"), ("shallow+pop[clap]", "popularity")],
+        "raw": [("knn+pop[mfcc]", "knn[mfcc]"), ("knn+pop[clap]", "knn[clap]"),
+                ("shallow+pop[mfcc]", "shallow[mfcc]"), ("shallow+pop[clap]", "shallow[clap]")]}
+    assert popularity_pairs(study_specs(["knn"], {"mfcc": None})) == {}
+
+
+def test_a_registered_blend_is_fitted_as_its_base():
+    blend = ModelSpec("b", "popularity-blend", {"base": "shallow", "weight": 0.1}, None, "x")
+    assert fitted_as(blend) == "shallow" and uses_validation(blend) and is_seeded(fitted_as(blend))
+    assert fitted_as(ModelSpec("b", "popularity-blend")) == "knn" and not uses_validation(ModelSpec("k", "knn"))
 
 
 def test_every_row_is_also_tested_against_the_strongest_reference():

@@ -9,6 +9,7 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.recommenders import (RECOMMENDERS, Bert4Rec, ContentKNN, EASE, ItemKNN, Popularity, RandomBert4Rec,
                                     RandomShallowNet, ShallowNet)
 from tests.recommenders.contract import RecommenderContract, cluster_embeddings, two_clusters
+from tests.recommenders import test_blend  # noqa: F401 - its contract subclasses count in the registry check
 
 
 class TestPopularity(RecommenderContract):

@@ -17,7 +17,8 @@ htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware
 # Each stage-2 pair source with its default options; `--pairs` picks some (sources of one kind per batch).
 PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighbours": 2},
                       "playlist": {"weight": 1.0},
-                      "history": {"weight": 1.0, "profile_size": 4}}
+                      "history": {"weight": 1.0, "profile_size": 4},
+                      "listener": {"weight": 1.0, "holdout_share": 0.2, "order": "latest"}}
 DEFAULT_PAIRS = "session,playlist"
 
 
@@ -98,6 +99,8 @@ def _clips_per_example(config) -> float:
     tracks) and a positive per preference pair, plus its share of the catalogue draws."""
     stage = config.stage
     clips = 1.0 if stage.semantic_weight > 0 and stage.semantic_sources else 0.0
+    if stage.listener_objective:  # every drawable track's window per step, shared by the batch's listeners
+        return clips + 1.0
     if stage.preference_sources:
         history = stage.preference_sources.get("history")
         clips += (int((history or {}).get("profile_size", PREFERENCE_SOURCES["history"]["profile_size"]))
@@ -163,8 +166,10 @@ def finetune(
     out: Annotated[Path, typer.Option(help="Run folder of this stage.")],
     semantic_weight: Annotated[float, typer.Option("--lambda", help="Weight of the kept audio-text loss.")] = 0.5,
     anchor_weight: Annotated[float, typer.Option("--mu", help="Weight of the distillation to stage 1.")] = 0.0,
-    pairs: Annotated[str, typer.Option(help="Preference pair sources: session and/or playlist (track-track), or "
-                                             "history (a listener's profile -> one more of their tracks).")]
+    pairs: Annotated[str, typer.Option(help="Preference pair sources: session and/or playlist (track-track), "
+                                             "history (a listener's profile -> one more of their tracks), or "
+                                             "listener alone (each listener's latest tracks ranked among the whole "
+                                             "catalogue from the rest; needs --tune head).")]
     = DEFAULT_PAIRS,
     tune: Annotated[str, typer.Option(help="all: the whole audio tower on random crops; head: the stage-1 trunk "
                                            "frozen, its window features cached, the projection (and adapter) "
@@ -174,7 +179,11 @@ def finetune(
              "(0: in-batch negatives only).")] = 0,
     popularity_correction: Annotated[float, typer.Option(
         help="alpha in [0, 1]: add alpha * log(1 + train plays) to each candidate's logit, so the embeddings need "
-             "not memorise popularity (1: pointwise mutual information).")] = 0.0,
+             "not memorise popularity (1: pointwise mutual information); with --learn-popularity its start.")]
+    = 0.0,
+    learn_popularity: Annotated[bool, typer.Option(
+        help="listener source: train the popularity weight with the model, so popularity is explained by it and "
+             "not by the embeddings.")] = False,
     steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.0003.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
@@ -193,7 +202,8 @@ def finetune(
     overrides: dict[str, object] = {"stage.preference_sources": sources, "stage.semantic_weight": semantic_weight,
                                     "stage.anchor_weight": anchor_weight, "stage.tune": tune,
                                     "stage.catalogue_negatives": catalogue_negatives,
-                                    "stage.popularity_correction": popularity_correction}
+                                    "stage.popularity_correction": popularity_correction,
+                                    "stage.learn_popularity": learn_popularity}
     overrides.update(_overrides(set_))
     if steps is not None:
         overrides["train.steps"] = steps
@@ -211,13 +221,15 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Corpus folder.")],
     run: Annotated[list[Path], typer.Option(help="Run folder(s) to evaluate; repeatable.")],
     out: Annotated[Path, typer.Option(help="Folder for selection.csv, semantic.csv, preference.csv (and "
-                                           "_per_seed), preference_validation.csv, cold.csv, significance.csv, "
-                                           "the embeddings and provenance.json.")],
+                                           "_per_seed), preference_validation.csv, cold.csv, "
+                                           "popularity_weights.csv, significance.csv, the embeddings and "
+                                           "provenance.json.")],
     embeddings: Annotated[list[Path] | None, typer.Option(
         help="Other embeddings (e.g. mfcc, musicnn from `tunespace embed`) to rank beside the runs: fixed arms.")]
     = None,
-    models: Annotated[str, typer.Option(help="Content recommenders to run on every embedding set; the first one's "
-                                             "validation NDCG@50 selects among the candidates.")] = "knn",
+    models: Annotated[str, typer.Option(help="Content recommenders to run on every embedding set, each raw and "
+                                             "popularity-aware (+pop); the first one's +pop validation NDCG@50 "
+                                             "selects among the candidates.")] = "knn",
     control: Annotated[str | None, typer.Option(
         help="The set (run folder name) every other reported set is tested against, paired over users; default "
              "the first run. Must be a fixed arm or the selected candidate.")] = None,
@@ -241,17 +253,22 @@ def evaluate(
     """Choose a stage-2 run on validation figures, then report test figures for it and the fixed arms.
 
     Candidates are the runs that learn preferences (a stage 2 with a preference source of weight > 0); the fixed
-    arms are every other set (stage 1, the control, --embeddings). Every run is scored on the validation users
-    (first model's warm NDCG@50, mean over split seeds) and on the semantic-validation half of the held-out tracks
-    (text-to-audio R@10). The selected candidate is the best by validation NDCG@50 among those whose validation
-    R@10 is at least 90 % of the stage-1 run's; if none qualifies, none is selected (selection.csv says why).
-    Test figures (warm and cold users, the semantic-test half, paired tests against the control, per split seed
-    and across split seeds) are computed for the selected candidate and the fixed arms only, unless
+    arms are every other set (stage 1, the control, --embeddings). Every content model is reported raw (knn[run])
+    and popularity-aware (knn+pop[run]: content score + beta x the z-score of log(1 + train plays), beta chosen per
+    set and model on the validation users, mean over split seeds, then applied unchanged to the test and cold
+    users; every beta's figure is in popularity_weights.csv), beside the content-free popularity row. Every run is
+    scored on the validation users (first model's +pop warm NDCG@50, mean over split seeds) and on the
+    semantic-validation half of the held-out tracks (text-to-audio R@10). The selected candidate is the best by
+    that figure among those whose validation R@10 is at least 90 % of the stage-1 run's; if none qualifies, none
+    is selected (selection.csv says why). Test figures (warm and cold users, the semantic-test half, paired tests,
+    per split seed and across split seeds) are computed for the selected candidate and the fixed arms only, unless
     --test-all-runs. The KNN fit does not depend on the split seed: it is fitted once and each split seed's users
-    are slices of one ranking. Every run must hold out the corpus's held-out set (its holdout.json)."""
+    are slices of one ranking; re-weighting popularity is a re-score, not a refit. Every run must hold out the
+    corpus's held-out set (its holdout.json)."""
     import torch
 
-    from tunespace.contrastive.evaluate import preference_results, semantic_evaluation, track_embeddings
+    from tunespace.contrastive.evaluate import (popularity_label, preference_results, semantic_evaluation,
+                                                track_embeddings)
     from tunespace.contrastive.htcl import (AudioBank, ConfigError, Corpus, build_model, check_run_holdout,
                                            load_config)
     from tunespace.contrastive.selection import select_run, summary_line
@@ -339,7 +356,9 @@ def evaluate(
             rows.append({"run": chosen, "role": "candidate", "part": "test", "lambda": config.stage.semantic_weight,
                          "mu": config.stage.anchor_weight, **semantic.flat()})
             semantic_frame = pd.DataFrame(rows)
-            extra = preference_results(data, cutoff, {chosen: sets[chosen]}, model_names, seeds, {chosen: ("test",)})
+            betas = {label: results.betas[label] for label in (popularity_label(f"{m}[{chosen}]") for m in model_names)}
+            extra = preference_results(data, cutoff, {chosen: sets[chosen]}, model_names, seeds, {chosen: ("test",)},
+                                       betas=betas, reference=False)  # beta as chosen on the validation users
             for part in ("test", "cold_test"):
                 for seed in seeds:
                     results.parts[part][seed].update(extra.parts[part][seed])
@@ -351,7 +370,7 @@ def evaluate(
         if (control or names[0]) not in [n for n in sets if status.get(n) in ("fixed arm", "selected")]:
             raise _control_error(control or names[0], status.get(control or names[0]))
         written = _write_tables(out, semantic_frame, results, selection, status, sets, model_names, control or names[0],
-                                record)
+                                reference, record)
         record["outputs"] = [str(path) for path in written]
         record["settings"].update({"stage1_reference": reference, "candidates": candidates, "fixed_arms": fixed,
                                    "holdout": {"seed": holdout.seed, "share": holdout.share,
@@ -367,22 +386,22 @@ def _learns_preference(config) -> bool:
 
 def _select(results, semantic: pd.DataFrame, model: str, candidates: list[str], reference: str,
             arms: list[str], select_run):
-    """Validation figures of every set (first model's NDCG@50 mean and sd over split seeds, semantic-validation
-    text-to-audio R@10) and the selection made on them."""
+    """Validation figures of every set (first model's popularity-aware NDCG@50 mean and sd over split seeds, its
+    raw NDCG@50, semantic-validation text-to-audio R@10) and the selection made on them."""
     from tunespace.contrastive.evaluate import seed_table
+    from tunespace.contrastive.selection import validation_figures
 
     summary, _ = seed_table(results, "validation", ("ndcg@50",))
-    figures = summary[summary["model"].str.startswith(f"{model}[")].assign(
-        run=lambda f: f["model"].str.slice(len(model) + 1, -1))
-    validation = semantic[semantic["part"] == "validation"][["run", "t2a_R@10"]]
-    frame = figures[["run", "ndcg@50", "ndcg@50_split_sd"]].merge(validation, on="run", how="outer")
-    return select_run(frame, candidates, reference, arms=arms)
+    frame = validation_figures(summary, semantic, model)
+    basis = (f"validation {model}+pop NDCG@50 (popularity-aware: content score + beta x popularity z, beta chosen "
+             "on the validation users)")
+    return select_run(frame, candidates, reference, arms=arms, raw="ndcg@50_raw", basis=basis)
 
 
 def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status: dict[str, str], sets,
-                  models: tuple[str, ...], control: str, record: dict) -> list[Path]:
+                  models: tuple[str, ...], control: str, stage1: str | None, record: dict) -> list[Path]:
     from tunespace.cli.main import _show, _show_tests
-    from tunespace.contrastive.evaluate import paired_tests, seed_table
+    from tunespace.contrastive.evaluate import POPULARITY_ROW, comparison_pairs, paired_tests, seed_table
     from tunespace.io import write_parquet
     from tunespace.reports.tables import formatted
 
@@ -390,12 +409,15 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
     if selection is not None:
         table = selection.table.merge(semantic[semantic["part"] == "validation"][["run", "lambda", "mu"]], on="run",
                                       how="left")
+        table["beta"] = table["run"].map(lambda run: results.betas.get(f"{models[0]}+pop[{run}]"))
         table.to_csv(out / "selection.csv", index=False)
         written.append(out / "selection.csv")
-        shown = table[["run", "role", "lambda", "validation_ndcg@50", "validation_t2a_R@10", "qualified", "selected"]]
+        shown = table[["run", "role", "lambda", "beta", "validation_ndcg@50", "validation_ndcg@50_raw",
+                       "validation_t2a_R@10", "qualified", "selected"]].rename(
+            columns={"validation_ndcg@50": f"{models[0]}+pop ndcg@50", "validation_ndcg@50_raw": "raw ndcg@50"})
         _show(shown.map(lambda v: f"{v:.4f}" if isinstance(v, float) else v),
-              f"selection on validation figures ({models[0]} NDCG@50 over {len(results.seeds)} split seed(s); "
-              "semantic-validation tracks)")
+              f"selection on validation figures ({models[0]}+pop NDCG@50 over {len(results.seeds)} split seed(s), "
+              "raw beside it; semantic-validation tracks)")
     write_parquet(semantic, out / "semantic.parquet")
     semantic.to_csv(out / "semantic.csv", index=False)
     written.append(out / "semantic.csv")
@@ -403,17 +425,29 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
                "tagging_macro_roc_auc", "probe_family_accuracy"]
     _show(semantic[columns].map(lambda v: f"{v:.3f}" if isinstance(v, float) else v),
           "semantic space (held-out tracks: validation and test halves)")
+    if not results.weights.empty:
+        results.weights.to_csv(out / "popularity_weights.csv", index=False)
+        written.append(out / "popularity_weights.csv")
+        raw = results.weights[results.weights["beta"] == 0].set_index(["set", "model"])["validation_ndcg@50"]
+        chosen = results.weights[results.weights["chosen"]].set_index(["set", "model"])
+        shown = pd.DataFrame({"set": [key[0] for key in chosen.index], "model": [key[1] for key in chosen.index],
+                              "beta": chosen["beta"].map(lambda v: f"{v:.4g}").to_numpy(),
+                              "ndcg@50 beta 0": raw.loc[chosen.index].map(lambda v: f"{v:.4f}").to_numpy(),
+                              "ndcg@50 chosen": chosen["validation_ndcg@50"].map(lambda v: f"{v:.4f}").to_numpy()})
+        _show(shown, f"popularity weight beta per set and model, chosen on the validation users (mean over "
+                     f"{len(results.seeds)} split seed(s)); every beta in popularity_weights.csv")
 
     def label_status(frame: pd.DataFrame, part: str = "test") -> pd.DataFrame:
         runs = frame["model"].str.extract(r"\[(.*)\]$")[0]
-        labels = runs.map(status).fillna("")
+        labels = runs.map(status).fillna("").where(frame["model"] != POPULARITY_ROW, "reference")
+        frame = frame.assign(beta=frame["model"].map(results.betas))
         return frame.assign(status=labels.replace(INFORMATION_ONLY, NOT_SELECTED) if part == "validation" else labels)
 
     validation, _ = seed_table(results, "validation")
     label_status(validation, "validation").to_csv(out / "preference_validation.csv", index=False)
     written.append(out / "preference_validation.csv")
     figures: dict[str, object] = {"selected": selection.selected if selection is not None else None,
-                                  "split_seeds": results.seeds}
+                                  "split_seeds": results.seeds, "popularity_betas": dict(results.betas)}
     if selection is not None:
         figures["selection"] = selection.table.to_dict(orient="records")
     title = f"over {len(results.seeds)} split seed(s): mean, per-user 95% half-width" + \
@@ -431,32 +465,35 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
         shown = formatted(summary)
         if len(results.seeds) > 1:
             shown["ndcg@50 sd"] = summary["ndcg@50_split_sd"].map(lambda v: f"{v:.4f}")
+        shown["beta"] = summary["beta"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
         shown["status"] = summary["status"]
-        _show(shown, f"{caption} ({title})")
-        keys = ("ndcg@50", "ndcg@50_low", "ndcg@50_high", "ndcg@50_split_sd", "users", "split_seeds", "status")
+        _show(shown, f"{caption}, raw and popularity-aware (+pop, beta chosen on validation users) ({title})")
+        keys = ("ndcg@50", "ndcg@50_low", "ndcg@50_high", "ndcg@50_split_sd", "users", "split_seeds", "beta",
+                "status")
         figures[part] = {row["model"]: {key: row[key] for key in keys if key in row}
                          for row in summary.to_dict(orient="records")}
     test_rows = semantic[semantic["part"] == "test"]
     figures["semantic_test"] = {row["run"]: {k: row[k] for k in ("t2a_R@1", "t2a_R@10", "a2t_R@10",
                                                                   "t2a_median_rank", "status")}
                                 for row in test_rows.to_dict(orient="records")}
-    reported = [name for name in sets if status.get(name) in ("fixed arm", "selected")]
+    fixed = [name for name in sets if status.get(name) == "fixed arm"]
+    families = comparison_pairs(models, control, selection.selected if selection is not None else None, stage1,
+                                fixed, [n for n in sets if status.get(n) == INFORMATION_ONLY])
     tests = []
-    for group, names in (("reported", reported),
-                         ("information only", [n for n in sets if status.get(n) == INFORMATION_ONLY])):
-        pairs = [(f"{m}[{name}]", f"{m}[{control}]") for m in models for name in names if name != control]
-        for part in ("test", "cold_test"):
+    for part in ("test", "cold_test"):
+        for group, pairs in families.items():
             frame = paired_tests(results, part, pairs)
             if not frame.empty:
-                tests.append(frame.assign(family=group))
+                tests.append(frame.assign(family=part if group == "reported" else f"{part}: {group}"))
     if tests:
         frame = pd.concat(tests, ignore_index=True)
         frame.to_csv(out / "significance.csv", index=False)
         written.append(out / "significance.csv")
-        shown = frame.assign(part=frame["part"] + " / seed " + frame["split_seed"].astype(str)
-                             + frame["family"].map(lambda f: "" if f == "reported" else " (information only)"))
-        _show_tests(shown, f"NDCG@50 against {control}: paired tests (over users per split seed, over split seeds "
-                           "'across'), Holm-corrected within each part, seed and family")
+        shown = frame.assign(part=frame["family"] + " / seed " + frame["split_seed"].astype(str))
+        _show_tests(shown, f"NDCG@50: the selected candidate (+pop) against the control, stage 1 (+pop) and "
+                           f"popularity, raw against the control ({control}); fixed arms against the control raw "
+                           "and +pop. Paired over users per split seed ('across': over split seeds), "
+                           "Holm-corrected within each family (part) and seed")
         figures["tests"] = frame.to_dict(orient="records")
     record["figures"] = figures
     return written
@@ -497,12 +534,14 @@ def htcl_report(evaluation: Path, out: Path) -> Path:
     ]
     if (evaluation / "selection.csv").exists():
         selection = pd.read_csv(evaluation / "selection.csv")
-        columns = [c for c in ["run", "role", "lambda", "mu", "validation_ndcg@50", "validation_ndcg@50_split_sd",
-                               "validation_t2a_R@10", "required_t2a_R@10", "qualified", "selected", "reason"]
-                   if c in selection]
+        columns = [c for c in ["run", "role", "lambda", "mu", "beta", "validation_ndcg@50",
+                               "validation_ndcg@50_split_sd", "validation_ndcg@50_raw", "validation_t2a_R@10",
+                               "required_t2a_R@10", "qualified", "selected", "reason"] if c in selection]
         sections += [Heading("Selection (validation figures only)"),
-                     Table(selection[columns], caption="every candidate's validation figures, whether it keeps the "
-                           "semantic space (text-to-audio R@10 within 10 % of stage 1's) and which was chosen",
+                     Table(selection[columns], caption="every candidate's validation figures (validation_ndcg@50: "
+                           "the figure named in selected_on, the popularity-aware row's in current evaluations), "
+                           "whether it keeps the semantic space (text-to-audio R@10 within 10 % of stage 1's) and "
+                           "which was chosen",
                            best={"validation_ndcg@50": "max", "validation_t2a_R@10": "max"})]
     sections += [
         Heading("Semantic space (test half of the held-out tracks)"),
@@ -520,9 +559,9 @@ def htcl_report(evaluation: Path, out: Path) -> Path:
         tests = pd.read_csv(evaluation / "significance.csv")
         columns = [c for c in ["part", "split_seed", "family", "model", "baseline", "mean_difference", "t_p_holm",
                                "wilcoxon_p_holm"] if c in tests]
-        sections.append(Table(tests[columns], caption="NDCG@50 against the control run, warm test and cold items: "
-                              "paired over users per split seed ('across': over split seeds), Holm-corrected "
-                              "within each part, seed and family"))
+        sections.append(Table(tests[columns], caption="NDCG@50 paired tests, warm test and cold items, raw and "
+                              "popularity-aware (+pop) rows: paired over users per split seed ('across': over split "
+                              "seeds), Holm-corrected within each part, seed and family"))
     if (evaluation / "selection.csv").exists():
         staged = selection[selection["role"] == "candidate"].dropna(subset=["lambda"]).rename(
             columns={"validation_ndcg@50": "ndcg@50", "validation_t2a_R@10": "t2a_R@10"})

@@ -153,9 +153,10 @@ def _settings_markdown(settings: dict[str, object]) -> str:
 def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, backends: str | None, ks: str,
            part: str, out: Path | None, title: str, embeddings: Sequence[Path] = (), text_encoder: str | None = None,
            seeds: Sequence[int] = (0,), params: dict[str, dict[str, object]] | None = None,
-           split_seeds: Sequence[int] | None = None) -> SplitSeedRuns:
+           split_seeds: Sequence[int] | None = None, popularity_aware: bool = True) -> SplitSeedRuns:
     """The study's Table 3 on one dataset: every content model x backend, the random-init rows, popularity and
     EASE, over training `seeds` and `split_seeds` (validation/test partitions; default the config's seed alone);
+    with `popularity_aware`, each content row also popularity-aware ("+pop", beta chosen on validation users);
     the warm table at every k with paired tests and a bar chart, the cold-start table, settings.json, and with
     `out` a provenance record of the whole run."""
     import contextlib
@@ -164,7 +165,8 @@ def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, ba
 
     with recorded_run(out) if out is not None else contextlib.nullcontext({}) as record:
         runs, settings, figures, written = _study_run(dataset, data, config, models, backends, ks, part, out, title,
-                                                      embeddings, text_encoder, seeds, params, split_seeds)
+                                                      embeddings, text_encoder, seeds, params, split_seeds,
+                                                      popularity_aware)
         record.update(settings=settings, figures=figures, outputs=written)
     return runs
 
@@ -172,11 +174,14 @@ def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, ba
 def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str, backends: str | None, ks: str,
                part: str, out: Path | None, title: str, embeddings: Sequence[Path], text_encoder: str | None,
                seeds: Sequence[int], params: dict[str, dict[str, object]] | None,
-               split_seeds: Sequence[int] | None) -> tuple[SplitSeedRuns, dict, dict, list[str]]:
+               split_seeds: Sequence[int] | None,
+               popularity_aware: bool = True) -> tuple[SplitSeedRuns, dict, dict, list[str]]:
     """The body of `_study`: returns the runs, the settings, the headline figures and the files written."""
     from tunespace.data.sources import load_source
-    from tunespace.evaluation.benchmark import reference_pairs, study_baselines, study_specs
+    from tunespace.evaluation.benchmark import (popularity_pairs, popularity_specs, reference_pairs, study_baselines,
+                                                study_specs)
     from tunespace.evaluation.evaluate import headline_metric, headline_metrics
+    from tunespace.evaluation.popularity import POPULARITY_WEIGHTS
     from tunespace.evaluation.seeds import compare_each_split_seed, compare_split_seeds, run_split_seeds
     from tunespace.reports.study import (combine_split_seeds, formatted_study, formatted_tests, per_seed_frame,
                                          study_chart, study_frame, write_png, write_study_table)
@@ -194,24 +199,29 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
     console.print({key: value for key, value in split.stats.items()})
     vectors = _study_embeddings(source.embeddings, embeddings, backends, data)
     specs = study_specs([m.strip() for m in models.split(",") if m.strip()], vectors, params)
+    if popularity_aware:
+        specs = popularity_specs(specs)
     cold_part = f"cold_{part}"
     with _progress() as progress:
         runs = run_split_seeds(split, specs, split_seeds, list(seeds), ks=cutoffs, part=part,
-                               progress=_progress_factory(progress), cold_part=cold_part)
+                               progress=_progress_factory(progress), cold_part=cold_part,
+                               popularity_weights=POPULARITY_WEIGHTS)
     several = len(split_seeds) > 1
     first = runs.seeded[split_seeds[0]]
 
-    frames = {s: study_frame(runs.seeded[s], specs, metrics=metrics) for s in split_seeds}
+    frames = {s: _with_betas(study_frame(runs.seeded[s], specs, metrics=metrics), runs.betas) for s in split_seeds}
     frame = combine_split_seeds(frames, metrics)
     per_split = pd.concat([f.assign(split_seed=s) for s, f in frames.items()], ignore_index=True)
     per_split.insert(1, "split_seed", per_split.pop("split_seed"))
     per_seed = pd.concat([per_seed_frame(runs.seeded[s], metrics=metrics, split_seed=s) for s in split_seeds],
                          ignore_index=True)
 
-    # paired tests: each row against its own baseline (random-init twin; popularity for knn), and every row against
-    # the strongest reference (EASE); each (family, metric) is its own Holm family
+    # paired tests: each row against its own baseline (random-init twin; popularity for knn), every row against
+    # the strongest reference (EASE), and each +pop row against popularity and against its raw row; each (family,
+    # metric) is its own Holm family
     twins, references = list(study_baselines(specs).items()), reference_pairs(specs)
-    families = [(kind, pairs) for kind, pairs in (("random-init", twins), ("reference", references)) if pairs]
+    families = [(kind, pairs) for kind, pairs in (("random-init", twins), ("reference", references),
+                                                  *popularity_pairs(specs).items()) if pairs]
     averaged = runs.averaged()
 
     def tests_of(compare_fn) -> pd.DataFrame | None:  # noqa: ANN001 - one of the two comparisons
@@ -229,7 +239,9 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
     unpaired = [spec for spec in specs if dict(twins).get(spec.label) == "popularity"]  # knn: no random-init row
     test_notes = {spec.label: "no random-init row: against popularity" for spec in unpaired}
     unpaired_text = (f" {', '.join(dict.fromkeys(spec.family for spec in unpaired))} has no random-init "
-                     "counterpart: its rows are tested against popularity." if unpaired else "")
+                     "counterpart: its rows are tested against popularity" + (
+                         " (its +pop rows in the popularity family)" if runs.betas else "") + "." if unpaired else "")
+    aware = [spec for spec in specs if spec.popularity_of is not None]
 
     fixed = [spec.label for spec in specs if not first.seeded[spec.label]]
     seed_text = (f"seed {seeds[0]}" if len(seeds) == 1 else
@@ -250,7 +262,9 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
                 "within a fixed validation/test partition, so the sd measures training variance only"
                 + (f"; {', '.join(fixed)} are deterministic and fitted once" if fixed else "") + ". "
                 "fit_s: mean fit time in seconds (early-stopping models include their per-epoch validation). "
-                "Every setting, defaults included, is listed under Settings below and in settings.json.\n\n")
+                + ("Rows m+pop[set] are the content rows m[set] made popularity-aware, with beta chosen on the "
+                   "validation users (see Popularity-aware rows below). " if aware else "")
+                + "Every setting, defaults included, is listed under Settings below and in settings.json.\n\n")
     _show(formatted_study(frame, metrics), title)
     notes = ""
     if tests is not None:
@@ -261,19 +275,30 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
             "seed counts once); same sign: in how many split seeds the row's mean difference had the sign of the "
             "across-split-seed difference; the tests within each split seed are in significance_per_split_seed.csv"
             if several else ""))
-        notes = (f"\n## Paired tests\n\nTwo families, t-test and Wilcoxon signed-rank {across}. random-init: each "
-                 "content row against the random-init row of the same model." + unpaired_text
+        kinds = {kind for kind, _ in families}
+        notes = (f"\n## Paired tests\n\n{len(families)} families (baseline_kind), t-test and Wilcoxon signed-rank "
+                 f"{across}. random-init: each content row" + (" (raw and +pop)" if aware else "")
+                 + " against the random-init row of the same model." + unpaired_text
                  + (f" reference: every row against {reference}, the strongest reference in the run." if reference
+                    else "")
+                 + (" popularity: each popularity-aware (+pop) row against popularity." if "popularity" in kinds
+                    else "")
+                 + (" raw: each +pop row against its raw row (what the popularity term adds)." if "raw" in kinds
                     else "")
                  + " Each test's p-values are Holm-corrected within a family and metric; the headline for the "
                  f"terminal and the chart is {headline} (NDCG at the largest k requested).\n\n"
                  + to_markdown(formatted_tests(tests, test_notes)))
     training = per_seed.dropna(subset=["epochs_run"])
+    training = training[~training["model"].isin([spec.label for spec in aware])]  # a +pop row re-scores its raw one
     if not training.empty:
         columns = ["model", *(["split_seed"] if several else []), "seed", "epochs_run", "best_epoch"]
         notes += ("\n## Epochs\n\nEpochs each trained model ran (its cap and patience are under Settings) and the "
                   "epoch whose weights it kept (best validation " + f"NDCG@{_validation_k(first)}" + ").\n\n"
                   + to_markdown(training[columns]))
+    if not runs.weights.empty:
+        _show(_popularity_table(runs, aware), "popularity weight beta of each +pop row, chosen on the validation "
+                                              "users (every beta in popularity_weights.csv)")
+        notes += _popularity_notes(runs, aware, part)
 
     # the cold items: who could place how many
     cold_ids = split.items.ids[split.n_warm_items:]
@@ -285,7 +310,8 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
     placed_cells: list[str] = []
     handling: list[str] = []
     if cold_runs:
-        cold_frames = {s: study_frame(r, specs, part="cold_results", metrics=metrics) for s, r in cold_runs.items()}
+        cold_frames = {s: _with_betas(study_frame(r, specs, part="cold_results", metrics=metrics), runs.betas)
+                       for s, r in cold_runs.items()}
         cold = combine_split_seeds(cold_frames, metrics)
         cold_per_split = pd.concat([f.assign(split_seed=s) for s, f in cold_frames.items()], ignore_index=True)
         cold_per_split.insert(1, "split_seed", cold_per_split.pop("split_seed"))
@@ -305,13 +331,13 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
               "how each model scores cold items")
 
     settings = _study_settings(dataset, data, config, part, split, split_seeds, seeds, cutoffs, headline, specs,
-                               runs, backend_cover, text_encoder)
+                               runs, backend_cover, text_encoder, POPULARITY_WEIGHTS)
     notes += _settings_markdown(settings)
     written: list[str] = []
     if out is not None:
         split.save(out / "split")
         paths = write_study_table(frame, per_seed, out, "results", preamble, notes, metrics,
-                                  per_split_seed=per_split)
+                                  extra_columns=_beta_column(frame), per_split_seed=per_split)
         per_user = pd.concat([result.per_user.assign(model=label, split_seed=s, seed=seed)
                               for s in split_seeds for seed, run in zip(seeds, runs.seeded[s].runs)
                               for label, result in run.results.items()])
@@ -325,6 +351,9 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
         if tests_per_split is not None:
             write_text(tests_per_split.to_csv(index=False), out / "significance_per_split_seed.csv")
             written.append("significance_per_split_seed.csv")
+        if not runs.weights.empty:
+            write_text(runs.weights.to_csv(index=False), out / "popularity_weights.csv")
+            written.append("popularity_weights.csv")
         if cold is not None and cold_per_split is not None:
             truth = split.part(cold_part)
             placing = [f"{label} ({cell})" for label, cell in zip(cold["model"], placed_cells)
@@ -343,11 +372,14 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
                    "No row placed a single cold item: no model here could score an item unseen in training. ")
                 + (f"Rows that placed none ({', '.join(blind)}) score every cold item -inf, so they never recommend "
                    "one and their cold HR, Recall and NDCG are 0 by construction. " if blind else "")
+                + ("A +pop row adds beta x the popularity z-score of an item without train plays to every cold "
+                   "item, as the blend does; its figures are reported as they come. " if aware else "")
                 + "The last two columns say how many cold items each row placed and how its model scores them.\n\n")
             paths = write_study_table(cold, pd.concat([per_seed_frame(r, "cold_results", metrics, split_seed=s)
                                                        for s, r in cold_runs.items()], ignore_index=True),
                                       out, "cold", cold_preamble, metrics=metrics,
-                                      extra_columns={"cold items placed": placed_cells, "cold items": handling},
+                                      extra_columns={**_beta_column(cold), "cold items placed": placed_cells,
+                                                     "cold items": handling},
                                       per_split_seed=cold_per_split if several else None)
             written += [p.name for p in paths]
         write_text(json.dumps(settings, indent=2, default=str) + "\n", out / "settings.json")
@@ -356,7 +388,56 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
     figures = _figures(frame, metrics)
     if tests is not None:
         figures["tests"] = tests[tests["metric"] == headline].to_dict(orient="records")
+    if runs.betas:
+        figures["popularity_betas"] = dict(runs.betas)
     return runs, settings, figures, written
+
+
+def _with_betas(frame: pd.DataFrame, betas: dict[str, float]) -> pd.DataFrame:
+    """A study table with a `beta` column after `variant` (each +pop row's popularity weight; empty for the
+    others) when the run has popularity-aware rows."""
+    if betas and not frame.empty:
+        frame.insert(frame.columns.get_loc("variant") + 1, "beta", frame["model"].map(betas).to_numpy(dtype=float))
+    return frame
+
+
+def _beta_column(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The `beta` column of a results.md or cold.md table, where the table has one."""
+    if "beta" not in frame:
+        return {}
+    return {"beta": ["" if pd.isna(value) else f"{value:.4g}" for value in frame["beta"]]}
+
+
+def _popularity_table(runs: SplitSeedRuns, aware: Sequence[ModelSpec]) -> pd.DataFrame:
+    """Each +pop row: the row it re-scores, its chosen beta and the validation figure at beta 0 and at that beta."""
+    weights = runs.weights
+    metric = next(c for c in weights.columns if c.startswith("validation_"))
+    raw = weights[weights["beta"] == 0].set_index("row")[metric]
+    chosen = weights[weights["chosen"]].set_index("row")
+    origin = {spec.label: spec.popularity_of for spec in aware}
+    return pd.DataFrame({"row": chosen.index, "re-scores": chosen.index.map(origin),
+                         "beta": chosen["beta"].map(lambda v: f"{v:.4g}").to_numpy(),
+                         f"{metric} at beta 0": raw.loc[chosen.index].map(lambda v: f"{v:.4f}").to_numpy(),
+                         f"{metric} at beta": chosen[metric].map(lambda v: f"{v:.4f}").to_numpy()})
+
+
+def _popularity_notes(runs: SplitSeedRuns, aware: Sequence[ModelSpec], part: str) -> str:
+    """The "Popularity-aware rows" section of results.md: how +pop rows are made and each row's chosen beta."""
+    weights = runs.weights
+    metric = next(c for c in weights.columns if c.startswith("validation_"))
+    table = _popularity_table(runs, aware)
+    grid = sorted(set(weights["beta"]))
+    values = ", ".join(f"{v:g}" for v in grid) if len(grid) <= 3 else f"{grid[0]:g}, {grid[1]:g} .. {grid[-1]:g}"
+    caveat = (" The reported users are the validation users beta was chosen on, so the +pop figures are optimistic."
+              if part == "validation" else "")
+    return ("\n## Popularity-aware rows\n\nEach content row m[set] is also reported popularity-aware as m+pop[set]: "
+            "the same fitted model, not refitted, ranking by its score + beta x z, where z is the z-score over the "
+            "train items of log(1 + train plays) (an item without train plays, such as a cold item, gets the z of "
+            f"0 plays). Beta is chosen per row from {len(grid)} values ({values}; 0 is the raw row) on the "
+            f"validation users alone, by {metric.removeprefix('validation_')}: each split seed's validation users, "
+            "their values averaged over the training seeds, then the mean over split seeds; ties go to the smaller "
+            f"beta. The chosen beta is applied unchanged to the {part} users and to the cold pairs.{caveat} Every "
+            "beta's validation figure is in popularity_weights.csv.\n\n" + to_markdown(table))
 
 
 def _validation_k(seeded: SeededRuns) -> str:
@@ -368,20 +449,27 @@ def _validation_k(seeded: SeededRuns) -> str:
 def _study_settings(dataset: str, data: Path | None, config: SplitConfig, part: str, split: Split,
                     split_seeds: Sequence[int], seeds: Sequence[int], ks: Sequence[int], headline: str,
                     specs: Sequence[ModelSpec], runs: SplitSeedRuns, backends: dict[str, dict[str, int]],
-                    text_encoder: str | None) -> dict[str, object]:
-    """Every setting that shaped a number of `benchmark recsys`: data, split, seeds, cut-offs and, per row, the
-    model's resolved parameters (defaults included; the seed is the training seed) and how often it was fitted."""
-    from tunespace.recommenders import get_recommender
+                    text_encoder: str | None, weights: Sequence[float] = ()) -> dict[str, object]:
+    """Every setting that shaped a number of `benchmark recsys`: data, split, seeds, cut-offs, the popularity
+    weights and chosen betas and, per row, the model's resolved parameters (defaults included; the seed is the
+    training seed; a +pop row's weight is its beta) and how often it was fitted."""
+    from tunespace.evaluation.benchmark import uses_validation
 
     first = runs.seeded[split_seeds[0]]
     models: dict[str, dict[str, object]] = {}
     for spec in specs:
-        seeded, early = first.seeded[spec.label], get_recommender(spec.name).uses_validation
+        seeded, early = first.seeded[spec.label], uses_validation(spec)
         params = {k: v for k, v in first.runs[0].params.get(spec.label, {}).items() if not (seeded and k == "seed")}
         per = (["split seed"] if early and len(split_seeds) > 1 else []) + (["training seed"] if seeded else [])
         fitted = "once per " + " and ".join(per) if per else "once"
+        if spec.popularity_of is not None:
+            fitted = f"with {spec.popularity_of} (re-scored at beta, not refitted)"
         models[spec.label] = {"model": spec.name, "backend": spec.backend, "seeded": seeded,
                               "early_stopping": early, "fitted": fitted, "params": params}
+        if runs.betas:
+            models[spec.label]["popularity_beta"] = runs.betas.get(spec.label)
+    popularity = {"enabled": bool(runs.betas), "weights": list(weights), "chosen_on": f"validation {headline}",
+                  "betas": dict(runs.betas)} if runs.betas else {"enabled": False}
     return {
         "command": "benchmark recsys", "dataset": dataset, "data": None if data is None else str(data),
         "text_encoder": text_encoder, "part": part,
@@ -389,7 +477,7 @@ def _study_settings(dataset: str, data: Path | None, config: SplitConfig, part: 
                   "test_start": config.test_start or config.cutoff, "test_end": config.test_end,
                   "validation_ratio": config.validation_ratio, "split_seed": config.seed},
         "split_seeds": list(split_seeds), "training_seeds": list(seeds), "ks": list(ks), "headline_metric": headline,
-        "split_stats": dict(split.stats), "backends": backends, "models": models,
+        "split_stats": dict(split.stats), "backends": backends, "popularity_aware": popularity, "models": models,
     }
 
 
@@ -563,6 +651,36 @@ def _build_corpus(size: str, out: Path, workers: int, seed: int, tracks: int | N
     return report
 
 
+# the listener options of `corpus build` and `corpus relisten`
+SemanticWeight = Annotated[float | None, typer.Option(help="Listener weight a on the semantic match (default 1.5).")]
+LatentWeight = Annotated[float | None, typer.Option(
+    help="Listener weight b on the latent (note-statistics) match (default 1.0).")]
+ZipfExponent = Annotated[float | None, typer.Option(
+    help="Popularity exponent s: popularity = rank ** -s (default 0.8).")]
+Temperature = Annotated[float | None, typer.Option(help="Divides the listeners' utility (default 1.0).")]
+StyleContinuity = Annotated[float | None, typer.Option(
+    help="Utility bonus for keeping the previous track's style (default 1.0).")]
+RegionContinuity = Annotated[float | None, typer.Option(
+    help="Utility bonus for keeping the previous track's region (default 0.7).")]
+RepeatWeight = Annotated[float | None, typer.Option(
+    help="Probability factor of a repeat within a session (default 0.15).")]
+ListenerOption = Annotated[list[str] | None, typer.Option(
+    help="Any other listener parameter as key=value (favoured_values, dirichlet_alpha, playlist_share, "
+         "mean_sessions_per_user, ...; see tunespace.corpus.listeners.ListenerConfig).")]
+
+
+def _listener_parameters(listener_option: list[str] | None, **named: float | None) -> dict[str, object]:
+    """The listener parameters `corpus build` and `corpus relisten` take: --listener-option key=value pairs plus
+    the named options given; one parameter given both ways is a usage error."""
+    listener = {key.replace("-", "_"): value for key, value in _parse_options(listener_option or []).items()}
+    for key, value in named.items():
+        if value is not None:
+            if key in listener:
+                raise typer.BadParameter(f"{key} given both as --{key.replace('_', '-')} and in --listener-option")
+            listener[key] = value
+    return listener
+
+
 @corpus_app.command("build")
 def corpus_build(
     size: Annotated[str, typer.Option(help="small (300 tracks), medium (2000) or full (every tune).")] = "small",
@@ -571,37 +689,65 @@ def corpus_build(
     seed: Annotated[int, typer.Option(help="Seed of tune selection, performances and listeners.")] = 0,
     tracks: Annotated[int | None, typer.Option(help="Override the size's number of tracks.")] = None,
     listeners: Annotated[int | None, typer.Option(help="Override the size's number of listeners.")] = None,
-    semantic_weight: Annotated[float | None, typer.Option(
-        help="Listener weight a on the semantic match (default 1.5).")] = None,
-    latent_weight: Annotated[float | None, typer.Option(
-        help="Listener weight b on the latent (note-statistics) match (default 1.0).")] = None,
-    zipf_exponent: Annotated[float | None, typer.Option(
-        help="Popularity exponent s: popularity = rank ** -s (default 0.8).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Divides the listeners' utility (default 1.0).")] = None,
-    style_continuity: Annotated[float | None, typer.Option(
-        help="Utility bonus for keeping the previous track's style (default 1.0).")] = None,
-    region_continuity: Annotated[float | None, typer.Option(
-        help="Utility bonus for keeping the previous track's region (default 0.7).")] = None,
-    repeat_weight: Annotated[float | None, typer.Option(
-        help="Probability factor of a repeat within a session (default 0.15).")] = None,
-    listener_option: Annotated[list[str] | None, typer.Option(
-        help="Any other listener parameter as key=value (favoured_values, dirichlet_alpha, playlist_share, "
-             "mean_sessions_per_user, ...; see tunespace.corpus.listeners.ListenerConfig).")] = None,
+    semantic_weight: SemanticWeight = None,
+    latent_weight: LatentWeight = None,
+    zipf_exponent: ZipfExponent = None,
+    temperature: Temperature = None,
+    style_continuity: StyleContinuity = None,
+    region_continuity: RegionContinuity = None,
+    repeat_weight: RepeatWeight = None,
+    listener_option: ListenerOption = None,
 ) -> None:
     """Render real tunes from the music21 corpus to audio, describe them, and simulate their listeners.
 
     Listener parameters left out keep their defaults; build.json records every one the simulation ran with.
     """
-    listener = {key.replace("-", "_"): value for key, value in _parse_options(listener_option or []).items()}
-    named = {"semantic_weight": semantic_weight, "latent_weight": latent_weight, "zipf_exponent": zipf_exponent,
-             "temperature": temperature, "style_continuity": style_continuity,
-             "region_continuity": region_continuity, "repeat_weight": repeat_weight}
-    for key, value in named.items():
-        if value is not None:
-            if key in listener:
-                raise typer.BadParameter(f"{key} given both as --{key.replace('_', '-')} and in --listener-option")
-            listener[key] = value
+    listener = _listener_parameters(
+        listener_option, semantic_weight=semantic_weight, latent_weight=latent_weight, zipf_exponent=zipf_exponent,
+        temperature=temperature, style_continuity=style_continuity, region_continuity=region_continuity,
+        repeat_weight=repeat_weight)
     _build_corpus(size, out, workers, seed, tracks, listeners, listener)
+
+
+@corpus_app.command("relisten")
+def corpus_relisten(
+    source: Annotated[Path, typer.Argument(help="A corpus folder made by `corpus build` (or `corpus relisten`).")],
+    out: Annotated[Path, typer.Option(help="New folder for the relistened corpus (absent or empty).")],
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the listeners (default: the source's, so that only the changed parameters differ).")] = None,
+    semantic_weight: SemanticWeight = None,
+    latent_weight: LatentWeight = None,
+    zipf_exponent: ZipfExponent = None,
+    temperature: Temperature = None,
+    style_continuity: StyleContinuity = None,
+    region_continuity: RegionContinuity = None,
+    repeat_weight: RepeatWeight = None,
+    listener_option: ListenerOption = None,
+) -> None:
+    """Simulate a built corpus's listeners again under other listener parameters, into a new folder.
+
+    Tracks, captions and audio stay the source's (audio, abc, midi and emb are symlinked, not copied); a parameter
+    left out keeps the source's value, not the default its option names; build.json records every parameter and
+    the source it came from.
+    """
+    from tunespace.corpus.build import relisten_corpus
+    from tunespace.provenance import recorded_run
+
+    listener = _listener_parameters(
+        listener_option, semantic_weight=semantic_weight, latent_weight=latent_weight, zipf_exponent=zipf_exponent,
+        temperature=temperature, style_continuity=style_continuity, region_continuity=region_continuity,
+        repeat_weight=repeat_weight)
+    report = relisten_corpus(source, out, listener, seed=seed)
+    # the record is written once `out` exists: relisten_corpus refuses a non-empty folder
+    with recorded_run(out / "provenance.json") as record:
+        record["settings"] = {"source": str(source), "seed": seed, "listener": listener}
+        record["figures"] = report
+    before, after = report["relistened_from"]["listener_config"], report["listener_config"]
+    changed = ", ".join(f"{key} {before.get(key)} -> {value}" for key, value in after.items()
+                        if before.get(key) != value) or "none (the source's log again)"
+    console.print(f"relistened [bold]{escape(str(source))}[/] -> {escape(str(out))}: {report['users']} listeners, "
+                  f"{report['interactions']} interactions, {report['playlists']} playlists; changed: {changed}",
+                  soft_wrap=True)
 
 
 @app.command()
@@ -752,11 +898,16 @@ def benchmark_recsys(
     param: Annotated[list[str] | None, typer.Option(
         help="Model parameter MODEL.KEY=VALUE, repeatable (bert4rec.hidden=32); a content model's parameters "
              "also apply to its random-init row unless given for that row.")] = None,
+    popularity_aware: Annotated[bool, typer.Option(
+        help="Also report every content row popularity-aware (knn+pop[set]: the same fitted model's score + beta x "
+             "the popularity z-score, beta chosen on the validation users), tested against popularity and its raw "
+             "row; popularity_weights.csv holds every beta's validation figure.")] = True,
 ) -> None:
     """The study's Table 3 (Tamm and Aljanaki's temporal protocol): every content model x backend, the random-init
     rows, popularity and EASE; HR/Recall/NDCG at every --k with confidence intervals (and spreads over training and
     split seeds), paired tests against the random-init row of the same model and against EASE, a bar chart, the
-    same models on the cold-item pairs, settings.json and provenance.json."""
+    same models on the cold-item pairs, settings.json and provenance.json. Every content row is also reported
+    popularity-aware (+pop) unless --no-popularity-aware."""
     from tunespace.evaluation.seeds import split_seed_list
 
     if seeds < 1:
@@ -768,7 +919,7 @@ def benchmark_recsys(
     params = _model_params(param or [], epochs, [m.strip() for m in models.split(",") if m.strip()])
     _study(dataset, data, config, models, backends, ks, part, out, f"benchmark recsys: {dataset}",
            embeddings or [], text_encoder, seeds=list(range(seed, seed + seeds)), params=params,
-           split_seeds=split_seed_list(split_seed, split_seeds))
+           split_seeds=split_seed_list(split_seed, split_seeds), popularity_aware=popularity_aware)
 
 
 def _model_params(pairs: Sequence[str], epochs: int | None, models: Sequence[str]) -> dict[str, dict[str, object]]:

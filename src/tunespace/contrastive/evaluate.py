@@ -4,13 +4,15 @@ Semantic space (held-out tracks, never trained on): text-to-audio and audio-to-t
 and zero-shot tagging from tag prompts, on either half of the held-out set (`validation`: what runs are chosen on;
 `test`: only reported), and a linear probe of the instrument family (reported with the test half).
 Preference space: the run's track embeddings fed to the content recommenders on the temporal protocol, per split
-seed (the seeded partition of the test-window users into validation and test users), see `preference_results`.
+seed (the seeded partition of the test-window users into validation and test users), each raw and popularity-aware
+("+pop", beta chosen on the validation users), beside the content-free popularity row, see `preference_results`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,12 @@ import pandas as pd
 
 from tunespace.contrastive.htcl import HTCL, AudioBank, Corpus, Holdout, TrunkFeatures, embed_texts, embed_tracks
 from tunespace.data.embeddings import ItemEmbeddings
-from tunespace.evaluation.evaluate import EvaluationResult
+from tunespace.evaluation.evaluate import EvaluationResult, evaluate
+from tunespace.evaluation.popularity import POPULARITY_WEIGHTS, choose_weight, weight_grid
 from tunespace.evaluation.probe import linear_probe
 from tunespace.evaluation.retrieval import audio_to_text, retrieval_chance, text_to_audio
 from tunespace.evaluation.tagging import zero_shot_tagging
+from tunespace.recommenders import PopularityBlend, Recommender, get_recommender
 from tunespace.reports.tables import HEADLINE
 
 logger = logging.getLogger(__name__)
@@ -123,15 +127,30 @@ WARM_PARTS = ("validation", "test")
 COLD_PARTS = {"validation": "cold_validation", "test": "cold_test"}
 
 
+POPULARITY_ROW = "popularity"
+"""The content-free reference row (`recommenders.Popularity`) ranked beside every embedding set."""
+
+
+def popularity_label(label: str) -> str:
+    """The popularity-aware row of a content row: `knn[run]` -> `knn+pop[run]`."""
+    name, _, rest = label.partition("[")
+    return f"{name}+pop[{rest}"
+
+
 @dataclass
 class SplitSeedResults:
     """Content recommenders over embedding sets, per split seed: `parts[part][seed]` maps each row label
-    (`knn[run]`) to its result on the `part` users of that split seed (part: validation, test, cold_validation,
-    cold_test): the `PerSplitSeed` mapping of `tunespace.evaluation.seeds`. A row is only in the parts it was asked
-    for."""
+    (`knn[run]`, its popularity-aware `knn+pop[run]`, and `popularity`) to its result on the `part` users of that
+    split seed (part: validation, test, cold_validation, cold_test): the `PerSplitSeed` mapping of
+    `tunespace.evaluation.seeds`. A row is only in the parts it was asked for.
+
+    `betas` maps each `+pop` row to its beta; `weights` is the table every beta was chosen from (set, model,
+    beta, validation_ndcg@50, split_seeds, chosen), empty for rows whose beta was given."""
 
     seeds: list[int]
     parts: dict[str, dict[int, dict[str, EvaluationResult]]]
+    betas: dict[str, float] = field(default_factory=dict)
+    weights: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def labels(self, part: str) -> list[str]:
         first = next(iter(self.parts.get(part, {}).values()), {})
@@ -140,8 +159,17 @@ class SplitSeedResults:
 
 def preference_results(corpus_dir: Path, cutoff: str, embeddings: dict[str, ItemEmbeddings],
                        models: tuple[str, ...] = ("knn",), split_seeds: tuple[int, ...] = (42,),
-                       parts: dict[str, tuple[str, ...]] | None = None) -> SplitSeedResults:
-    """HR/Recall/NDCG@50 of content recommenders over each embedding set on the temporal protocol, per split seed.
+                       parts: dict[str, tuple[str, ...]] | None = None, betas: Mapping[str, float] | None = None,
+                       grid: Sequence[float] = POPULARITY_WEIGHTS, reference: bool = True) -> SplitSeedResults:
+    """HR/Recall/NDCG@50 of content recommenders over each embedding set on the temporal protocol, per split seed,
+    each raw (`knn[run]`) and popularity-aware (`knn+pop[run]`: the same fitted model's score + beta x the
+    popularity z-score, `recommenders.blend.PopularityBlend`), plus the content-free `popularity` row when
+    `reference`.
+
+    Beta is chosen per (set, model) on the validation users alone (`evaluation.popularity.choose_weight` over
+    `grid`, mean over split seeds), then applied unchanged to the test, cold_validation and cold_test users;
+    `betas` gives it instead for `+pop` labels chosen earlier (a candidate's test figures after selection).
+    Re-weighting is a re-score of the fitted model, never a refit.
 
     Train is the same under every split seed (only the validation/test partition of the test-window users moves,
     `Split.repartitioned`), so a model that does not early-stop on validation pairs is fitted once and ranks every user
@@ -152,35 +180,87 @@ def preference_results(corpus_dir: Path, cutoff: str, embeddings: dict[str, Item
     set asked only for validation never ranks a user who is a test user under every split seed."""
     from tunespace.data.dataset import Dataset
     from tunespace.data.splits import SplitConfig, temporal_split
-    from tunespace.evaluation.benchmark import model_specs, run_benchmark
-    from tunespace.recommenders import get_recommender
+    from tunespace.evaluation.benchmark import model_specs
 
     if not split_seeds:
         raise ValueError("give at least one split seed")
+    grid = weight_grid(grid)
     base = temporal_split(Dataset.load(corpus_dir).interactions, SplitConfig(cutoff=cutoff, seed=split_seeds[0]))
     splits = {seed: base.repartitioned(seed) for seed in split_seeds}
     names = (*WARM_PARTS, *COLD_PARTS.values())
     users = {name: {seed: set(split.part(name)["user_id"].astype(str)) for seed, split in splits.items()}
              for name in names}
-    out: dict[str, dict[int, dict[str, EvaluationResult]]] = {name: {seed: {} for seed in split_seeds}
-                                                              for name in names}
+    out = SplitSeedResults(list(split_seeds), {name: {seed: {} for seed in split_seeds} for name in names})
+    pooled, train = base.pooled(), base.train_matrix()
+    tables = []
+
+    def slices(result: EvaluationResult, part: str, targets: list[int], label: str) -> None:
+        for seed in targets:
+            out.parts[part][seed][label] = result.subset(users[part][seed])
+
+    def evaluated(model: Recommender, wanted: set[str], cold: bool, label: str) -> tuple[EvaluationResult,
+                                                                                         EvaluationResult | None]:
+        """`model` on the warm (and cold) pairs of the `wanted` users; None when none of them has cold pairs."""
+        warm = evaluate(model, _of(pooled.test, wanted), ks=(50,), name=label)
+        cold_truth = _of(pooled.cold_test, wanted)
+        if not cold or cold_truth.empty:
+            return warm, None
+        return warm, evaluate(model.extended(pooled.items), cold_truth, ks=(50,), name=label)
+
+    def record(model: Recommender, asked: tuple[str, ...], targets: list[int], label: str) -> None:
+        wanted = set().union(*(users[name][seed] for name in (*asked, *(COLD_PARTS[p] for p in asked))
+                               for seed in targets))
+        warm, cold = evaluated(model, wanted, True, label)
+        for part in asked:
+            slices(warm, part, targets, label)
+            if cold is not None:
+                slices(cold, COLD_PARTS[part], targets, label)
+
+    if reference:
+        record(get_recommender(POPULARITY_ROW)().fit(train), WARM_PARTS, list(split_seeds), POPULARITY_ROW)
     for spec in model_specs(list(models), embeddings):
         asked = tuple((parts or {}).get(spec.backend, WARM_PARTS)) if spec.backend is not None else WARM_PARTS
         unknown = set(asked) - set(WARM_PARTS)
         if unknown:
             raise ValueError(f"{spec.backend}: unknown part(s) {sorted(unknown)}; choose from validation, test")
-        needed = set().union(*(users[name][seed] for name in (*asked, *(COLD_PARTS[p] for p in asked))
-                               for seed in split_seeds))
+        pop = popularity_label(spec.label)
+        if pop not in (betas or {}) and "validation" not in asked:
+            raise ValueError(f"{spec.label}: beta of {pop} is chosen on validation users; ask for them or give it")
         per_seed = get_recommender(spec.name).uses_validation
-        for seed in split_seeds if per_seed else split_seeds[:1]:
-            run = run_benchmark(splits[seed].pooled(needed), [spec], ks=(50,), part="test", cold_part="cold_test")
-            for target in ([seed] if per_seed else split_seeds):
-                for part in asked:
-                    out[part][target][spec.label] = run.results[spec.label].subset(users[part][target])
-                    if spec.label in run.cold_results:
-                        cold = COLD_PARTS[part]
-                        out[cold][target][spec.label] = run.cold_results[spec.label].subset(users[cold][target])
-    return SplitSeedResults(list(split_seeds), out)
+        groups = [[seed] for seed in split_seeds] if per_seed else [list(split_seeds)]
+        fitted = []
+        for targets in groups:
+            blend = PopularityBlend(base=spec.name, weight=0.0, embeddings=spec.embeddings, **spec.params)
+            blend.fit(train, validation=splits[targets[0]].validation if per_seed else None)
+            record(blend.base, asked, targets, spec.label)
+            fitted.append((targets, blend))
+        if pop in (betas or {}):
+            beta = float((betas or {})[pop])
+        else:  # every beta of the grid on the validation users only; beta 0 is the raw model
+            figures: dict[float, dict[int, EvaluationResult]] = {}
+            for value in grid:
+                figures[value] = {}
+                for targets, blend in fitted:
+                    if value == 0:
+                        figures[value].update({seed: out.parts["validation"][seed][spec.label] for seed in targets})
+                        continue
+                    wanted = set().union(*(users["validation"][seed] for seed in targets))
+                    warm, _ = evaluated(blend.with_weight(value), wanted, False, pop)
+                    figures[value].update({seed: warm.subset(users["validation"][seed]) for seed in targets})
+            choice = choose_weight(figures)
+            beta = choice.beta
+            tables.append(choice.table.assign(set=spec.backend, model=spec.name))
+        out.betas[pop] = beta
+        for targets, blend in fitted:
+            record(blend.with_weight(beta), asked, targets, pop)
+    if tables:
+        columns = ["set", "model", "beta", "validation_ndcg@50", "split_seeds", "chosen"]
+        out.weights = pd.concat(tables, ignore_index=True)[columns]
+    return out
+
+
+def _of(truth: pd.DataFrame, wanted: set[str]) -> pd.DataFrame:
+    return truth[truth["user_id"].astype(str).isin(wanted)]
 
 
 def seed_table(results: SplitSeedResults, part: str, metrics: tuple[str, ...] = HEADLINE, level: float = 0.95
@@ -221,3 +301,28 @@ def paired_tests(results: SplitSeedResults, part: str, pairs: list[tuple[str, st
     if len(per_seed) >= 2:
         frames.append(compare_split_seeds(per_seed, pairs, metric).assign(split_seed="across"))
     return pd.concat(frames, ignore_index=True).assign(part=part)
+
+
+def comparison_pairs(models: Sequence[str], control: str, selected: str | None, stage1: str | None,
+                     fixed: Sequence[str], others: Sequence[str] = ()) -> dict[str, list[tuple[str, str]]]:
+    """The (row, baseline) pairs `htcl evaluate` tests, per family: "reported" (Holm-corrected together) and
+    "information only" (the candidates not selected, under --test-all-runs). For each content model m:
+    the selected candidate S as m+pop[S] against m+pop[control], m+pop[stage1] and `popularity`, and raw m[S]
+    against m[control]; every fixed arm X (besides the control) as m+pop[X] against m+pop[control] and m[X]
+    against m[control]; every other candidate C likewise, as information only. Pairs of a set with itself are
+    left out."""
+
+    def against_control(names: Sequence[str]) -> list[tuple[str, str]]:
+        return [pair for name in names if name != control for m in models
+                for pair in ((f"{m}+pop[{name}]", f"{m}+pop[{control}]"), (f"{m}[{name}]", f"{m}[{control}]"))]
+
+    reported: list[tuple[str, str]] = []
+    if selected is not None:
+        for m in models:
+            aware = f"{m}+pop[{selected}]"
+            baselines = [f"{m}+pop[{name}]" for name in (control, stage1) if name not in (None, selected)]
+            reported += [(aware, baseline) for baseline in baselines] + [(aware, POPULARITY_ROW)]
+            if selected != control:
+                reported.append((f"{m}[{selected}]", f"{m}[{control}]"))
+    reported += against_control([name for name in fixed if name != selected])
+    return {"reported": list(dict.fromkeys(reported)), "information only": against_control(others)}

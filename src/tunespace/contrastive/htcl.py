@@ -38,8 +38,9 @@ from torch import nn
 
 from tunespace.audio.decode import AudioDecodeError
 from tunespace.audio.stream import stream_segments
-from tunespace.contrastive.losses import AnchorDistillation, CatalogueSoftmax, InfoNCE
-from tunespace.contrastive.pairs import PairContext, PairSource, make_pair_source, sample_mixed
+from tunespace.contrastive.losses import AnchorDistillation, CatalogueSoftmax, InfoNCE, ListenerSoftmax
+from tunespace.contrastive.pairs import (PAIR_SOURCES, ListenerHoldout, PairContext, PairSource, make_pair_source,
+                                         sample_mixed)
 from tunespace.contrastive.train import DistributedContext, TrainConfig
 from tunespace.encoders.audio_encoder import AudioEncoder, AudioEncoderConfig
 from tunespace.encoders.text import TextEncoder, TextEncoderConfig
@@ -69,6 +70,7 @@ class StageConfig:
     tune: str = "all"  # "all": the whole audio tower on random crops; "head": the trunk frozen (TrunkFeatures)
     catalogue_negatives: int = 0  # > 0: preference anchors ranked against this many uniform catalogue draws too
     popularity_correction: float = 0.0  # alpha: alpha * log(1 + train plays) added to each candidate's logit
+    learn_popularity: bool = False  # listener source: alpha is trained (from popularity_correction) with the model
 
     def __post_init__(self) -> None:
         if self.tune not in TUNE_MODES:
@@ -77,6 +79,27 @@ class StageConfig:
             raise ValueError(f"catalogue_negatives must be >= 0, got {self.catalogue_negatives}")
         if not 0.0 <= self.popularity_correction <= 1.0:
             raise ValueError(f"popularity_correction must be in [0, 1], got {self.popularity_correction}")
+        listener = [name for name in self.preference_sources if _kind(name) == "listener"]
+        if listener and len(self.preference_sources) > 1:
+            raise ValueError(f"the {listener[0]} source ranks whole listeners and trains alone; drop the other "
+                             f"preference sources ({', '.join(n for n in self.preference_sources if n not in listener)})")
+        if listener and self.tune != "head":
+            raise ValueError("the listener source embeds the whole catalogue every step, which needs tune: head (the "
+                             "trunk frozen, its window features cached); under tune: all that would be a pass of the "
+                             "audio tower over every track per step")
+        if self.learn_popularity and not listener:
+            raise ValueError("learn_popularity trains the popularity weight of the listener source's softmax; the "
+                             "other preference sources keep popularity_correction fixed")
+
+    @property
+    def listener_objective(self) -> bool:
+        """Whether stage 2 ranks whole listeners' held-out tracks among the catalogue (`ListenerSoftmax`)."""
+        return any(_kind(name) == "listener" for name in self.preference_sources)
+
+
+def _kind(source: str) -> str | None:
+    cls = PAIR_SOURCES.get(source)
+    return cls.kind if cls is not None else None
 
 
 @dataclass
@@ -139,8 +162,9 @@ class AudioBank:
     """Every track's audio at the encoder's rate, decoded once into an int16 array (memory-mapped when cached),
     with random crops for training and whole tracks for embedding.
 
-    The cache file is named by a fingerprint of every track's id, path, size and modification time, so a cache made
-    before a file was added, re-rendered or repaired is never reused for the new audio; it is written atomically, so
+    The cache file is named by a fingerprint of every track's id, resolved path, size and modification time, so a
+    cache made before a file was added, re-rendered or repaired is never reused for the new audio, while corpora that
+    reach the same files through links (`tunespace corpus relisten`) share it; it is written atomically, so
     processes starting together never read half a file."""
 
     def __init__(self, tracks: pd.DataFrame, root: str | Path, sample_rate: int, cache: str | Path | None = None,
@@ -179,7 +203,7 @@ class AudioBank:
                 stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
             except OSError:
                 stamp = "missing"
-            digest.update(f"{track_id}\0{path}\0{stamp}\n".encode())
+            digest.update(f"{track_id}\0{path.resolve()}\0{stamp}\n".encode())
         return digest.hexdigest()[:16]
 
     def _decode(self, path: Path) -> np.ndarray:
@@ -316,6 +340,15 @@ class HTCLBatch:
     negative_bias: torch.Tensor | None = None
     preference_weights: torch.Tensor | None = None
     profile_size: int = 0  # > 0: each anchor is this many clips (a listener's profile), embedded as their mean
+    # the listener source: the whole drawable catalogue (one window per track), each listener's profile and held-out
+    # tracks as rows of it, and every candidate's log(1 + train plays)
+    catalogue_audio: AudioInput | None = None
+    catalogue_log_popularity: torch.Tensor | None = None
+    profile_rows: torch.Tensor | None = None
+    profile_owner: torch.Tensor | None = None
+    positive_rows: torch.Tensor | None = None
+    positive_owner: torch.Tensor | None = None
+    listeners: int = 0
 
 
 class HTCL(nn.Module):
@@ -327,7 +360,11 @@ class HTCL(nn.Module):
         self.audio = AudioEncoder(config.audio)
         self.text = text if text is not None else TextEncoder(config.text)
         self.semantic_loss = InfoNCE()
-        self.preference_loss = CatalogueSoftmax() if config.stage.catalogue_negatives else InfoNCE()
+        self.preference_loss: nn.Module
+        if config.stage.listener_objective:
+            self.preference_loss = ListenerSoftmax(config.stage.popularity_correction, config.stage.learn_popularity)
+        else:
+            self.preference_loss = CatalogueSoftmax() if config.stage.catalogue_negatives else InfoNCE()
         self.anchor_loss = AnchorDistillation()
         self.reference: AudioEncoder | None = None
         self.checkpoint_excludes: tuple[str, ...] = ("reference.",) + (("text.backbone.",) if config.text.frozen
@@ -348,6 +385,16 @@ class HTCL(nn.Module):
                                           batch.semantic_weights.to(device))
             total = total + stage.semantic_weight * semantic["loss"]
             terms.update({f"semantic_{k}": v for k, v in semantic.items()})
+        if batch.catalogue_audio is not None:
+            embedded = _embed(self.audio, batch.catalogue_audio, device)
+            preference = self.preference_loss(
+                embedded, batch.profile_rows.to(device), batch.profile_owner.to(device),
+                batch.positive_rows.to(device), batch.positive_owner.to(device), batch.listeners,
+                batch.catalogue_log_popularity.to(device), batch.preference_weights.to(device))
+            total = total + preference["loss"]
+            terms.update({f"preference_{k}": v for k, v in preference.items()})
+            if stage.anchor_weight > 0:
+                total = total + stage.anchor_weight * self._anchor(embedded, batch.catalogue_audio, device, terms)
         if batch.preference_audio is not None:
             embedded = _embed(self.audio, batch.preference_audio, device)
             rows = len(embedded) // ((batch.profile_size or 1) + 1)
@@ -365,15 +412,20 @@ class HTCL(nn.Module):
             total = total + preference["loss"]
             terms.update({f"preference_{k}": v for k, v in preference.items()})
             if stage.anchor_weight > 0:
-                if self.reference is None:
-                    raise ConfigError("anchor_weight > 0 needs a stage-1 reference (freeze_reference)")
-                with torch.no_grad():
-                    reference = _embed(self.reference, batch.preference_audio, device)
-                anchor = self.anchor_loss(embedded, reference)
-                total = total + stage.anchor_weight * anchor["loss"]
-                terms.update({f"anchor_{k}": v for k, v in anchor.items()})
+                total = total + stage.anchor_weight * self._anchor(embedded, batch.preference_audio, device, terms)
         terms["loss"] = total
         return terms
+
+    def _anchor(self, embedded: torch.Tensor, audio: AudioInput, device: torch.device,
+                terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The distillation of `embedded` to the frozen stage-1 embeddings of the same `audio`; adds its terms."""
+        if self.reference is None:
+            raise ConfigError("anchor_weight > 0 needs a stage-1 reference (freeze_reference)")
+        with torch.no_grad():
+            reference = _embed(self.reference, audio, device)
+        anchor = self.anchor_loss(embedded, reference)
+        terms.update({f"anchor_{k}": v for k, v in anchor.items()})
+        return anchor["loss"]
 
 
 def _embed(encoder: AudioEncoder, audio: AudioInput, device: torch.device) -> torch.Tensor:
@@ -406,6 +458,12 @@ class BatchMaker:
             raise ConfigError("catalogue_negatives > 0, but no track outside the held-out set was played before "
                               "the cutoff")
         self.bias = torch.from_numpy(config.stage.popularity_correction * np.log1p(plays)).float()
+        self.listener = bool(preference) and isinstance(preference[0], ListenerHoldout)
+        if self.listener and features is None:
+            raise ConfigError("the listener source needs the trunk's cached window features (tune: head)")
+        self.row_of = np.full(len(bank.ids), -1, dtype=np.int64)  # track index -> row among the drawable tracks
+        self.row_of[self.drawable] = np.arange(len(self.drawable))
+        self.log_popularity = torch.from_numpy(np.log1p(plays[self.drawable])).float()
 
     def _audio(self, tracks: np.ndarray, rng: np.random.Generator, rows: slice | np.ndarray) -> AudioInput:
         """This rank's `rows` of the audio of `tracks`: random crops, or random windows' trunk features."""
@@ -428,7 +486,9 @@ class BatchMaker:
             batch.semantic_audio = self._audio(pairs.anchors, rng, part)
             batch.semantic_texts = list(pairs.positives)[part]
             batch.semantic_weights = torch.from_numpy(pairs.weights[part])
-        if self.preference:
+        if self.listener:
+            self._listeners(batch, rng, n)
+        elif self.preference:
             pairs = sample_mixed(self.preference, rng, n)
             count = len(pairs.anchors)
             size = pairs.anchors.shape[1] if pairs.anchors.ndim == 2 else 1
@@ -449,6 +509,24 @@ class BatchMaker:
                 batch.positive_bias = self.bias[batch.positive_tracks]
                 batch.negative_bias = self.bias[batch.negative_tracks]
         return batch
+
+
+    def _listeners(self, batch: HTCLBatch, rng: np.random.Generator, n: int) -> None:
+        """The listener source's part of a batch: this rank's listeners, and every drawable track's audio (one random
+        window each) as the candidates, the same on every rank."""
+        listeners = self.preference[0].sample(rng, n)
+        mine = listeners.rows(self._slice(listeners.listeners))
+        profile_rows, positive_rows = self.row_of[mine.profile_tracks], self.row_of[mine.positive_tracks]
+        if (profile_rows < 0).any() or (positive_rows < 0).any():
+            raise ConfigError("a listener's track is not among the drawable tracks (played before the cutoff, not "
+                              "held out); the listener source and the catalogue disagree")
+        batch.catalogue_audio = self.features.draw(self.drawable, rng)
+        batch.catalogue_log_popularity = self.log_popularity
+        batch.profile_rows, batch.positive_rows = torch.from_numpy(profile_rows), torch.from_numpy(positive_rows)
+        batch.profile_owner = torch.from_numpy(mine.profile_owner)
+        batch.positive_owner = torch.from_numpy(mine.positive_owner)
+        batch.listeners = mine.listeners
+        batch.preference_weights = torch.from_numpy(mine.weights)
 
 
 def pair_sources(specs: dict[str, dict[str, Any]], context: PairContext) -> list[PairSource]:
@@ -637,7 +715,7 @@ def make_stage(corpus: Corpus, config: HTCLConfig, context: DistributedContext, 
     semantic = pair_sources(config.stage.semantic_sources, corpus.pair_context(~held)) \
         if config.stage.semantic_weight > 0 else []
     preference = pair_sources(config.stage.preference_sources, corpus.pair_context(~held))
-    model = build_model(config, context.device, init_from, new_parts=("audio.adapter.",))
+    model = build_model(config, context.device, init_from, new_parts=("audio.adapter.", "preference_loss."))
     texts = [text for source in semantic for text in source.texts]
     model.text.warm_cache(texts, Path(cache) / f"text-{model.text.identity}.pt" if cache else None)
     if config.stage.anchor_weight > 0:

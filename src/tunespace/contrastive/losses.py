@@ -155,3 +155,55 @@ class CatalogueSoftmax(TemperatureLoss):
         loss = self.rank_loss((all_weights * per_row).sum() / all_weights.sum().clamp_min(1e-12), ranks)
         accuracy = strict_accuracy(logits)
         return {"loss": loss, "temperature": temperature.detach(), "accuracy": accuracy}
+
+
+class ListenerSoftmax(TemperatureLoss):
+    """Each listener's held-out tracks ranked among the whole catalogue, the listener being the mean of their
+    profile tracks' unit vectors: a softmax over every candidate of cosine / temperature + popularity weight x
+    log(1 + train plays), the listener's profile tracks excluded (an evaluation excludes seen items). The loss is
+    the mean over a listener's held-out tracks of their negative log-probability, averaged over listeners (each
+    weighs the same, as in the evaluation).
+
+    Why a learned popularity weight: ranking the whole catalogue rewards popular tracks, and a content embedding
+    can only follow that by memorising which tracks are popular, which carries nothing to a new track and which a
+    one-parameter popularity term gives every recommender anyway. With the weight learned beside the embeddings
+    (initialised at `popularity_weight`, 1 being the log-prior of pointwise mutual information), popularity is
+    explained by that term and the embeddings are left what it cannot explain. `learn_popularity=False` keeps it
+    fixed.
+
+    Under DDP every rank embeds the whole catalogue (the same draws) and scores its own listeners; DDP's averaging
+    of gradients then gives the gradient of the mean over all listeners, so nothing is gathered.
+    """
+
+    def __init__(self, popularity_weight: float = 1.0, learn_popularity: bool = True, **options: float) -> None:
+        super().__init__(**options)
+        self.popularity_weight = nn.Parameter(torch.tensor(float(popularity_weight)),
+                                              requires_grad=learn_popularity)
+
+    def forward(self, catalogue: torch.Tensor, profile_rows: torch.Tensor, profile_owner: torch.Tensor,
+                positive_rows: torch.Tensor, positive_owner: torch.Tensor, listeners: int,
+                log_popularity: torch.Tensor, weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`catalogue`: (candidates, dim) embeddings; `*_rows`: candidate rows of each listener's profile and
+        held-out tracks, `*_owner` the listener (0..listeners-1) of each; `log_popularity`: (candidates,)."""
+        items = F.normalize(catalogue, dim=-1)
+        profiles = torch.zeros(listeners, items.shape[1], device=items.device, dtype=items.dtype)
+        profiles = F.normalize(profiles.index_add(0, profile_owner, items[profile_rows]), dim=-1)
+        temperature = self.temperature
+        logits = profiles @ items.T / temperature + self.popularity_weight * log_popularity[None, :]
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        seen[profile_owner, profile_rows] = True
+        log_probs = logits.masked_fill(seen, float("-inf")).log_softmax(dim=1)
+        per_track = -log_probs[positive_owner, positive_rows]
+        counts = torch.bincount(positive_owner, minlength=listeners).clamp_min(1).to(items.dtype)
+        per_listener = torch.zeros(listeners, device=items.device, dtype=items.dtype)
+        per_listener = per_listener.index_add(0, positive_owner, per_track) / counts
+        if weights is None:
+            weights = torch.ones(listeners, device=items.device, dtype=items.dtype)
+        has_positive = torch.bincount(positive_owner, minlength=listeners) > 0
+        weights = weights.to(items.dtype) * has_positive
+        loss = (weights * per_listener).sum() / weights.sum().clamp_min(1e-12)
+        with torch.no_grad():  # share of held-out tracks ranked in the listener's top 50 (excluding the profile)
+            top = log_probs.topk(min(50, log_probs.shape[1]), dim=1).indices
+            hit = (top[positive_owner] == positive_rows[:, None]).any(dim=1).float().mean()
+        return {"loss": loss, "temperature": temperature.detach(),
+                "popularity_weight": self.popularity_weight.detach(), "recall@50": hit}

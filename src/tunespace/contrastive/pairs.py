@@ -56,7 +56,7 @@ class PairSource(ABC):
     """Holds every candidate pair; `sample` draws a batch without repeating a track, since a repeated track would
     be its own negative."""
 
-    kind: ClassVar[str]  # "text", "audio" or "profile" (a set of tracks as the anchor, audio positive)
+    kind: ClassVar[str]  # "text", "audio", "profile" (a set of tracks as the anchor, audio positive) or "listener"
 
     def __init__(self, context: PairContext, weight: float = 1.0) -> None:
         self.weight = float(weight)
@@ -269,11 +269,110 @@ class HistoryPairs(PairSource):
                          np.full(len(positives), self.weight, dtype=np.float32))
 
 
+@dataclass
+class ListenerBatch:
+    """Listeners, each with a profile (tracks the model sees) and held-out tracks (what it must rank high), flat:
+    `profile_tracks[i]` belongs to listener `profile_owner[i]` (a row of the batch), likewise the positives."""
+
+    profile_tracks: np.ndarray  # track indices
+    profile_owner: np.ndarray
+    positive_tracks: np.ndarray
+    positive_owner: np.ndarray
+    weights: np.ndarray  # (listeners,) float32
+
+    @property
+    def listeners(self) -> int:
+        return len(self.weights)
+
+    def rows(self, part: slice) -> ListenerBatch:
+        """The listeners `part` of this batch (a rank's share), renumbered from 0."""
+        first, stop = part.start or 0, part.stop if part.stop is not None else self.listeners
+        keep_profile = (self.profile_owner >= first) & (self.profile_owner < stop)
+        keep_positive = (self.positive_owner >= first) & (self.positive_owner < stop)
+        return ListenerBatch(self.profile_tracks[keep_profile], self.profile_owner[keep_profile] - first,
+                             self.positive_tracks[keep_positive], self.positive_owner[keep_positive] - first,
+                             self.weights[first:stop])
+
+
+HOLDOUT_ORDERS = ("latest", "random")
+
+
+@register_pair_source("listener")
+class ListenerHoldout(PairSource):
+    """A listener's own train tracks split in two: a profile, embedded as the mean of its tracks' unit vectors (the
+    user content KNN ranks for), and held-out tracks the model must rank high among the whole catalogue, with the
+    profile's tracks excluded as an evaluation excludes seen items. This trains exactly what content KNN scores,
+    with every other track a negative, rather than one more track against a sample.
+
+    `holdout_share` of each listener's distinct train tracks (at least one) is held out: their latest ones
+    (`order: latest`, as the temporal protocol asks the model to predict what comes next) or a random share.
+    Listeners are drawn uniformly, as the evaluation weighs users, each at most once per batch; a listener needs two
+    distinct tracks. Only tracks outside the held-out set count (`allowed_tracks`)."""
+
+    kind = "listener"
+
+    def __init__(self, context: PairContext, weight: float = 1.0, holdout_share: float = 0.2,
+                 order: str = "latest") -> None:
+        if not 0 < float(holdout_share) < 1:
+            raise PairSourceError(f"listener: holdout_share must lie in (0, 1), got {holdout_share}")
+        if order not in HOLDOUT_ORDERS:
+            raise PairSourceError(f"listener: order must be one of {', '.join(HOLDOUT_ORDERS)}, got {order!r}")
+        self.weight, self.holdout_share, self.order = float(weight), float(holdout_share), order
+        if context.interactions is None:
+            raise PairSourceError("listener pair source needs the train interactions")
+        log = context.interactions
+        tracks = context.track_index(log["track_id"])
+        keep = tracks >= 0
+        if context.allowed_tracks is not None:
+            keep &= context.allowed_tracks[np.maximum(tracks, 0)]
+        plays = pd.DataFrame({"user": log["user_id"].astype(str).to_numpy()[keep], "track": tracks[keep],
+                              "time": log["timestamp"].to_numpy()[keep]})
+        first = (plays.sort_values(["user", "time", "track"], kind="stable")
+                 .drop_duplicates(["user", "track"]))  # each distinct track at its first play, in time order
+        sizes = first.groupby("user", sort=True)["track"].size()
+        sizes = sizes[sizes >= 2]
+        first = first[first["user"].isin(sizes.index)].sort_values(["user", "time", "track"], kind="stable")
+        if len(sizes) == 0:
+            raise PairSourceError("listener pair source found no user with two distinct train tracks")
+        self.user_tracks = first["track"].to_numpy(dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes.to_numpy())]).astype(np.int64)
+
+    def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError  # the constructor builds the per-user track lists directly
+
+    def __len__(self) -> int:
+        """Listeners that can be drawn."""
+        return len(self.offsets) - 1
+
+    def sample(self, rng: np.random.Generator, n: int, used: set[int] | None = None) -> ListenerBatch:
+        """Up to n distinct listeners, each split into profile and held-out tracks (`used` is not consulted: a
+        track may be in several listeners' profiles, as it is in the evaluation)."""
+        users = rng.permutation(len(self))[:n]
+        parts: dict[str, list[np.ndarray]] = {"profile": [], "profile_owner": [], "positive": [],
+                                              "positive_owner": []}
+        for row, user in enumerate(users.tolist()):
+            own = self.user_tracks[self.offsets[user]:self.offsets[user + 1]]
+            held = max(1, int(round(self.holdout_share * len(own))))
+            held = min(held, len(own) - 1)
+            if self.order == "random":
+                own = own[rng.permutation(len(own))]
+            profile, positive = own[: len(own) - held], own[len(own) - held:]
+            parts["profile"].append(profile)
+            parts["profile_owner"].append(np.full(len(profile), row, dtype=np.int64))
+            parts["positive"].append(positive)
+            parts["positive_owner"].append(np.full(len(positive), row, dtype=np.int64))
+        flat = {key: np.concatenate(value) if value else np.zeros(0, dtype=np.int64) for key, value in parts.items()}
+        return ListenerBatch(flat["profile"], flat["profile_owner"], flat["positive"], flat["positive_owner"],
+                             np.full(len(users), self.weight, dtype=np.float32))
+
+
 def sample_mixed(sources: list[PairSource], rng: np.random.Generator, n: int) -> PairBatch:
     """One batch of n pairs split evenly over sources of one kind, with no track twice across all of them."""
     if not sources:
         raise PairSourceError("no pair sources given")
     kinds = {source.kind for source in sources}
+    if "listener" in kinds:
+        raise PairSourceError("the listener source is sampled on its own (ListenerHoldout.sample), not mixed")
     if len(kinds) > 1:
         raise PairSourceError(f"a batch mixes {' and '.join(sorted(kinds))} pair sources; give each objective sources "
                               "of one kind")

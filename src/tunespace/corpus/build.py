@@ -6,6 +6,10 @@ table are relative to the folder) plus `captions.parquet` (several descriptions 
 `skipped.parquet` (tunes that could not be used, with the reason) and `build.json` (sizes, timings, the corpus
 config and every listener parameter the simulation ran with, defaults included, so that a log can be remade or
 compared with one simulated under other listener settings).
+
+`relisten_corpus` remakes only the listening log of a built corpus under other listener settings, into a new
+folder that shares the source's tracks, captions and (through symlinks) its audio, so that logs differing in one
+parameter can be compared on the very same catalogue without rendering it again.
 """
 
 from __future__ import annotations
@@ -14,21 +18,24 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tunespace.corpus.captions import captions_table, metadata_text, tempo_class, track_tags
-from tunespace.corpus.listeners import ListenerConfig, simulate_listeners
+from tunespace.corpus.listeners import ListenerConfig, Listening, simulate_listeners
 from tunespace.corpus.render import INSTRUMENT_FAMILIES, RenderSpec, find_soundfont, render_many
 from tunespace.corpus.tunes import COLLECTIONS, read_tunes_with_skips
 from tunespace.data.dataset import Dataset
 from tunespace.errors import TunespaceError
-from tunespace.io import write_parquet, write_text
+from tunespace.io import atomic_path, write_parquet, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,9 @@ DEFAULT_TEMPO = 110.0
 TEMPO_SPREAD = (0.8, 1.25)  # each performance is this much slower or faster than the base tempo
 # ListenerConfig fields the corpus sets itself: `listeners` (or the size), the window that CUTOFF assumes, `seed`
 LISTENER_FIELDS_SET_BY_CORPUS = ("users", "start", "seed")
+# What a relistened corpus shares with its source: files copied byte for byte (small), folders linked (audio is large)
+SHARED_FILES = ("tracks.parquet", "captions.parquet", "skipped.parquet")
+SHARED_FOLDERS = ("audio", "abc", "midi", "emb")
 
 
 class CorpusError(TunespaceError):
@@ -176,9 +186,7 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(),
     dataset = Dataset.from_frames(listening.interactions, tracks, listening.playlists, name="tunespace-corpus")
     dataset.save(out)
     write_parquet(captions, out / "captions.parquet")
-    write_parquet(listening.users, out / "users.parquet")
-    # who made each playlist and when: lets a temporal protocol keep only playlists made before its cutoff
-    write_parquet(listening.playlist_sessions, out / "playlist_sessions.parquet")
+    _write_listening(listening, out)
     skipped = pd.concat([unusable.assign(stage="parse"), failed.assign(stage="render")], ignore_index=True)
     write_parquet(skipped.astype("string"), out / "skipped.parquet")
     timings["listeners_s"] = time.perf_counter() - started
@@ -198,3 +206,110 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(),
     }
     write_text(json.dumps(report, indent=2), out / "build.json")
     return report
+
+
+def _write_listening(listening: Listening, out: Path) -> None:
+    """The tables beside the data model that describe the listeners (shared by build and relisten)."""
+    write_parquet(listening.users, out / "users.parquet")
+    # who made each playlist and when: lets a temporal protocol keep only playlists made before its cutoff
+    write_parquet(listening.playlist_sessions, out / "playlist_sessions.parquet")
+
+
+def _recorded_listener_config(build_json: Path, recorded: Mapping[str, object]) -> dict[str, object]:
+    """The source's listener parameters, refusing names this version's ListenerConfig does not know (the log
+    could not be remade faithfully); names it lacks take today's defaults, with a warning."""
+    names = {f.name for f in fields(ListenerConfig)}
+    unknown = sorted(set(recorded) - names)
+    if unknown:
+        raise CorpusError(f"{build_json}: listener_config has parameters this version does not know: "
+                          f"{', '.join(unknown)}")
+    missing = sorted(names - set(recorded))
+    if missing:
+        logger.warning("%s: listener_config lacks %s; using today's defaults", build_json, ", ".join(missing))
+    return dict(recorded)
+
+
+def _read_source(source: Path) -> tuple[dict, pd.DataFrame]:
+    """SOURCE's build.json and tracks table, or a CorpusError naming the missing or unreadable file."""
+    build_json, tracks_file = source / "build.json", source / "tracks.parquet"
+    for file in (build_json, tracks_file):
+        if not file.is_file():
+            raise CorpusError(f"{file}: not found; {source} is not a built corpus (run `tunespace corpus build`)")
+    try:
+        report = json.loads(build_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CorpusError(f"{build_json}: not readable JSON ({error})") from error
+    if not isinstance(report, dict) or not isinstance(report.get("listener_config"), dict):
+        raise CorpusError(f"{build_json}: no listener_config (built before listener parameters were recorded)")
+    return report, pd.read_parquet(tracks_file)
+
+
+def _share(source: Path, staging: Path) -> None:
+    """Copy the small shared files and link the shared folders (absolute links: `out` may move, `source` not)."""
+    for name in SHARED_FILES:
+        if (source / name).is_file():
+            with atomic_path(staging / name) as tmp:
+                shutil.copyfile(source / name, tmp)
+    for name in SHARED_FOLDERS:
+        if (source / name).is_dir():
+            os.symlink((source / name).resolve(), staging / name, target_is_directory=True)
+
+
+def relisten_corpus(source: str | Path, out: str | Path, listener: Mapping[str, object] | None = None,
+                    seed: int | None = None) -> dict[str, object]:
+    """Simulate the listeners of the built corpus `source` again, with its recorded listener parameters changed by
+    `listener` (and its listener seed by `seed`), into the new folder `out`; returns out's build.json.
+
+    `out` gets new interactions, playlists, users and playlist_sessions tables; tracks, captions and skipped
+    copied byte for byte; audio, abc, midi and emb as absolute symlinks to the source's folders (the tracks
+    table's paths are relative to the corpus folder, so they resolve under `out`). `out` appears whole or not at
+    all: it is staged in a hidden sibling folder and renamed into place. At unchanged parameters and seed the log
+    is identical to the source's.
+    """
+    source, out = Path(source), Path(out)
+    report, tracks = _read_source(source)
+    if out.resolve() == source.resolve():
+        raise CorpusError(f"{out}: is the source corpus itself; relisten into a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CorpusError(f"{out}: exists and is not an empty folder; relisten into a new folder")
+    overrides = _listener_overrides(listener or {})
+    recorded = _recorded_listener_config(source / "build.json", report["listener_config"])
+    config = ListenerConfig(**{**recorded, **overrides, **({} if seed is None else {"seed": seed})})
+
+    started = time.perf_counter()
+    listening = simulate_listeners(tracks, config)
+    dataset = Dataset.from_frames(listening.interactions, tracks, listening.playlists, name="tunespace-corpus")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _share(source, staging)
+        replace(dataset, tracks=None).save(staging)  # the copied tracks table stays byte for byte the source's
+        _write_listening(listening, staging)
+        corpus_config = dict(report.get("config") or {})
+        corpus_config["listener"] = {**(corpus_config.get("listener") or {}), **overrides}
+        relistened = {
+            **{key: report.get(key) for key in ("soundfont", "tracks", "skipped", "audio_minutes")},
+            "config": corpus_config, "users": config.users, "interactions": len(listening.interactions),
+            "playlists": int(listening.playlists["playlist_id"].nunique()), "rendered_now": 0,
+            "timings": {"listeners_s": time.perf_counter() - started},
+            "audio_minutes_rendered_per_second": None, "cutoff": report.get("cutoff", CUTOFF),
+            "listener_config": asdict(config),  # every parameter of the simulation, defaults included
+            # the source's own origin too, when it was itself relistened: the whole chain back to a build
+            "relistened_from": {"path": str(source.resolve()), "listener_config": report["listener_config"],
+                                **({"relistened_from": report["relistened_from"]} if "relistened_from" in report
+                                   else {})},
+        }
+        write_text(json.dumps(relistened, indent=2), staging / "build.json")
+        staging.chmod(0o777 & ~_umask())
+        os.replace(staging, out)  # an empty `out` is replaced; a non-empty one (a race) fails here
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # removes the links, never what they point to
+        raise
+    return relistened
+
+
+def _umask() -> int:
+    """The process umask (mkdtemp makes private 0700 folders; the corpus folder gets the usual permissions)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -3,6 +3,11 @@
 Each `BenchmarkRun` also records what shaped its numbers: every row's resolved parameters (defaults included), the
 epochs a trained model ran and the epoch it kept, and how many cold items each row could place. `run_seeds` repeats
 a run over training seeds; `tunespace.evaluation.seeds` repeats it over split seeds (validation/test partitions).
+
+Popularity-aware rows ("+pop", `popularity_specs`): a content row's fitted model re-scored as content score + beta x
+the popularity z-score (`recommenders.blend.PopularityBlend`), never refitted. Beta must be chosen on validation
+users over every split seed and training seed, so a run here only evaluates every beta of the grid
+(`BenchmarkRun.popularity`); `tunespace.evaluation.seeds.run_split_seeds` chooses it and makes the rows.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split
 from tunespace.errors import TunespaceError
 from tunespace.evaluation.evaluate import DEFAULT_KS, EvaluationResult, evaluate
-from tunespace.recommenders import RECOMMENDERS, get_recommender
+from tunespace.evaluation.popularity import POPULARITY_WEIGHTS, weight_grid
+from tunespace.recommenders import RECOMMENDERS, PopularityBlend, Recommender, get_recommender
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ class ModelSpec:
     params: dict[str, Any] = field(default_factory=dict)
     embeddings: ItemEmbeddings | None = None
     backend: str | None = None  # the embedding set's label, for content models
+    popularity_of: str | None = None  # a "+pop" row: the label of the content row whose fitted model it re-scores
 
     @property
     def family(self) -> str:
@@ -42,9 +50,10 @@ class ModelSpec:
 
     @property
     def variant(self) -> str:
-        """What distinguishes the row within its family: the backend, "random init", or "reference"."""
+        """What distinguishes the row within its family: the backend ("mfcc +pop" for a popularity-aware row),
+        "random init", or "reference"."""
         if self.backend is not None:
-            return self.backend
+            return self.backend + (f" {POPULARITY_SUFFIX}" if self.popularity_of is not None else "")
         return "random init" if base_of_random_init(self.name) else "reference"
 
 
@@ -96,6 +105,40 @@ def is_seeded(name: str) -> bool:
     return accepts(name, "seed")
 
 
+def fitted_as(spec: ModelSpec) -> str:
+    """The registered model whose class decides how the row is fitted (early stopping, training seed): a
+    `popularity-blend` row's base, since the blend follows its base; the row's own model otherwise."""
+    if issubclass(get_recommender(spec.name), PopularityBlend):
+        default = inspect.signature(PopularityBlend.__init__).parameters["base"].default
+        return str(spec.params.get("base", default))
+    return spec.name
+
+
+def uses_validation(spec: ModelSpec) -> bool:
+    """Whether the row's model stops early on validation pairs (so is refitted per split seed)."""
+    return get_recommender(fitted_as(spec)).uses_validation
+
+
+POPULARITY_SUFFIX = "+pop"
+"""Marks a popularity-aware row: `knn[minilm]` -> `knn+pop[minilm]`, as `htcl evaluate` labels them."""
+
+
+def popularity_specs(specs: Iterable[ModelSpec]) -> list[ModelSpec]:
+    """`specs` with each content row (one over an embedding set) followed by its popularity-aware row,
+    `<model>+pop[<backend>]`: the same fitted model re-scored with beta x popularity (beta chosen on validation
+    users, `evaluation.seeds.run_split_seeds`). Rows without content (references, random-init rows) get none, and
+    rows that already have one keep it."""
+    specs = list(specs)
+    present = {spec.popularity_of for spec in specs}
+    out = []
+    for spec in specs:
+        out.append(spec)
+        if spec.backend is not None and spec.popularity_of is None and spec.label not in present:
+            out.append(replace(spec, label=f"{spec.name}{POPULARITY_SUFFIX}[{spec.backend}]",
+                               popularity_of=spec.label))
+    return out
+
+
 def study_specs(names: Iterable[str], embeddings: Mapping[str, ItemEmbeddings] | None = None,
                 params: Mapping[str, dict[str, Any]] | None = None) -> list[ModelSpec]:
     """The rows of the study's Table 3: the references (popularity, EASE), then for each named model its
@@ -128,18 +171,31 @@ def reference_pairs(specs: Sequence[ModelSpec]) -> list[tuple[str, str]]:
 
 
 def study_baselines(specs: Sequence[ModelSpec]) -> dict[str, str]:
-    """Row label -> the row it is tested against: a content row against the random-init row of the same model,
-    or, for a model without one (knn), against popularity. Rows without a baseline are left out."""
+    """Row label -> the row it is tested against: a content row (raw or popularity-aware) against the random-init
+    row of the same model, or, for a raw row of a model without one (knn), against popularity (its
+    popularity-aware row is tested against popularity in `popularity_pairs`). Rows without a baseline are left
+    out."""
     labels = {spec.label for spec in specs}
     out = {}
     for spec in specs:
         if spec.backend is None:
             continue
         reference = random_init_of(spec.name)
-        baseline = reference if reference in labels else "popularity"
+        baseline = reference if reference in labels else None if spec.popularity_of is not None else "popularity"
         if baseline in labels:
             out[spec.label] = baseline
     return out
+
+
+def popularity_pairs(specs: Sequence[ModelSpec]) -> dict[str, list[tuple[str, str]]]:
+    """The two families of paired tests of the popularity-aware rows: "popularity", each against the popularity
+    row (does the content add anything to popularity?), and "raw", each against its raw row (what popularity
+    adds to the content model). Empty families are left out."""
+    labels = {spec.label for spec in specs}
+    aware = [spec for spec in specs if spec.popularity_of is not None]
+    families = {"popularity": [(spec.label, "popularity") for spec in aware if "popularity" in labels],
+                "raw": [(spec.label, spec.popularity_of) for spec in aware if spec.popularity_of in labels]}
+    return {kind: pairs for kind, pairs in families.items() if pairs}
 
 
 @dataclass
@@ -153,9 +209,13 @@ class BenchmarkRun:
     cold_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # (cold items it placed, cold items)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # each row's resolved parameters
     training: dict[str, dict[str, int | None]] = field(default_factory=dict)  # epochs_run, best_epoch (trained rows)
+    # "+pop" rows before their beta is chosen: beta -> (result on the validation and `part` users, result on the
+    # cold pairs or None); `run_split_seeds` turns them into `results` and `cold_results` and empties this
+    popularity: dict[str, dict[float, tuple[EvaluationResult, EvaluationResult | None]]] = field(
+        default_factory=dict)
 
     FIELDS = ("results", "fit_seconds", "evaluate_seconds", "cold_results", "cold_handling", "cold_placed",
-              "cold_counts", "params", "training")
+              "cold_counts", "params", "training", "popularity")
 
 
 def resolved_params(model: Any) -> dict[str, Any]:
@@ -190,6 +250,7 @@ def run_benchmark(
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     cold_part: str | None = None,
     label_suffix: str = "",
+    popularity_weights: Sequence[float] = POPULARITY_WEIGHTS,
 ) -> BenchmarkRun:
     """Fit each model on the train part and evaluate it on `part` (validation or test) by full ranking.
 
@@ -200,6 +261,11 @@ def run_benchmark(
     Models that stop early (`uses_validation`) get the split's validation pairs, never the test pairs; when
     `part` is "validation" their figures are therefore optimistic (they were selected on those very pairs).
     progress(label, n_users) returns a callback that receives the number of users finished.
+
+    A popularity-aware spec (`popularity_specs`) re-scores the fitted model of its content row, which must come
+    before it: every weight of `popularity_weights` is evaluated on the validation and `part` users (and the cold
+    pairs) into `BenchmarkRun.popularity`, for `evaluation.seeds.run_split_seeds` to choose from; its `results`
+    stay empty here.
     """
     train = split.train_matrix()
     truth = split.part(part)
@@ -208,17 +274,32 @@ def run_benchmark(
         logger.warning("no %s pairs: no cold-start evaluation", cold_part)
         cold_truth = None
     specs = list(specs)
-    if part == "validation" and any(get_recommender(spec.name).uses_validation for spec in specs):
+    grid = weight_grid(popularity_weights)
+    if part == "validation" and any(uses_validation(spec) for spec in specs):
         logger.warning("evaluating on the validation pairs that early-stopping models were selected on: "
                        "their figures are optimistic")
+    aware = {spec.popularity_of for spec in specs if spec.popularity_of is not None}
+    blends: dict[str, PopularityBlend] = {}
     run = BenchmarkRun({}, {}, {})
     for spec in specs:
+        if spec.popularity_of is not None:
+            if spec.popularity_of not in blends:
+                raise TunespaceError(f"{spec.label} re-scores {spec.popularity_of}, which must come before it in "
+                                     "the same run")
+            _popularity_grid(run, split, spec, blends[spec.popularity_of], grid, ks, part, cold_truth,
+                             progress, label_suffix)
+            continue
         options = dict(spec.params)
         if spec.embeddings is not None:
             options["embeddings"] = spec.embeddings
-        model = get_recommender(spec.name)(**options)
+        fitted: Recommender
+        if spec.label in aware:  # fitted once inside a blend, so that its +pop row re-scores it
+            fitted = blends[spec.label] = PopularityBlend(base=spec.name, **options)
+            model = fitted.base
+        else:
+            fitted = model = get_recommender(spec.name)(**options)
         started = time.perf_counter()
-        model.fit(train, validation=split.validation if model.uses_validation else None)
+        fitted.fit(train, validation=split.validation if fitted.uses_validation else None)
         run.fit_seconds[spec.label] = time.perf_counter() - started
         run.params[spec.label] = resolved_params(model)
         if getattr(model, "epochs_run", None) is not None:
@@ -238,6 +319,39 @@ def run_benchmark(
         logger.info("%s: fit %.1fs, evaluate %.1fs", spec.label, run.fit_seconds[spec.label],
                     run.evaluate_seconds[spec.label])
     return run
+
+
+def _popularity_grid(run: BenchmarkRun, split: Split, spec: ModelSpec, blend: PopularityBlend,
+                     grid: Sequence[float], ks: Iterable[int], part: str, cold_truth: pd.DataFrame | None,
+                     progress: Callable[[str, int], Callable[[int], None]] | None, label_suffix: str) -> None:
+    """Every weight of `grid` on the validation and `part` users (one ranking per weight; the choice is later
+    made on the validation users alone) and on the cold pairs, into `run.popularity[spec.label]`; the row's fit
+    time, training record and cold-item placement are those of the content row it re-scores."""
+    raw = spec.popularity_of
+    assert raw is not None
+    truth = split.part(part) if part == "validation" else pd.concat([split.validation, split.part(part)],
+                                                                      ignore_index=True)
+    users = truth["user_id"].nunique() + (0 if cold_truth is None else cold_truth["user_id"].nunique())
+    callback = progress(f"{spec.label}{label_suffix} at {len(grid)} popularity weights", len(grid) * users) \
+        if progress else None
+    started = time.perf_counter()
+    figures = {}
+    for weight in grid:
+        weighted = blend.with_weight(weight)
+        warm = evaluate(weighted, truth, ks=ks, name=spec.label, progress=callback)
+        cold = None if cold_truth is None else evaluate(weighted.extended(split.items), cold_truth, ks=ks,
+                                                        name=spec.label, progress=callback)
+        figures[weight] = (warm, cold)
+    run.popularity[spec.label] = figures
+    run.evaluate_seconds[spec.label] = time.perf_counter() - started
+    run.fit_seconds[spec.label] = run.fit_seconds[raw]
+    run.params[spec.label] = resolved_params(blend)  # its weight is set where beta is chosen
+    for name in ("training", "cold_placed", "cold_counts"):
+        if raw in getattr(run, name):
+            getattr(run, name)[spec.label] = getattr(run, name)[raw]
+    if raw in run.cold_handling:
+        run.cold_handling[spec.label] = (f"{run.cold_handling[raw]}; plus beta x the popularity z-score of an item "
+                                         "without train plays")
 
 
 @dataclass
@@ -261,22 +375,24 @@ def run_seeds(
     part: str = "test",
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     cold_part: str | None = None,
+    popularity_weights: Sequence[float] = POPULARITY_WEIGHTS,
 ) -> SeededRuns:
     """`run_benchmark` once per seed, each model that takes a seed getting `seed=s` (its initialisation, negative
     sampling and masking); the split, hence the validation/test partition, is the same for every seed, so the
     spread over seeds measures training variance only. Deterministic models (popularity, EASE, knn...) would
-    give the same figures under every seed: they are fitted once and their results repeated."""
+    give the same figures under every seed: they are fitted once and their results repeated. Popularity-aware
+    rows are left with every weight's figures (`run_benchmark`)."""
     specs, ks = list(specs), tuple(ks)
     if not seeds:
         raise TunespaceError("give at least one seed")
-    seeded = {spec.label: is_seeded(spec.name) for spec in specs}
+    seeded = {spec.label: is_seeded(fitted_as(spec)) for spec in specs}
     runs: list[BenchmarkRun] = []
     for number, seed in enumerate(seeds):
         chosen = [with_seed(spec, seed) if seeded[spec.label] else spec for spec in specs
                   if number == 0 or seeded[spec.label]]
         suffix = f" (seed {seed})" if len(seeds) > 1 else ""
         fresh = run_benchmark(split, chosen, ks=ks, part=part, progress=progress, cold_part=cold_part,
-                              label_suffix=suffix)
+                              label_suffix=suffix, popularity_weights=popularity_weights)
         run = BenchmarkRun({}, {}, {})
         for spec in specs:  # rows in the order of `specs`
             origin = fresh if number == 0 or seeded[spec.label] else runs[0]

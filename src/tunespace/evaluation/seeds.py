@@ -13,6 +13,10 @@ evaluated. Models that stop early on validation (`uses_validation`) are refitted
 seed. Split seed s partitions the users exactly as `temporal_split` with `SplitConfig(seed=s)` does
 (`Split.repartitioned`).
 Training seeds nest inside split seeds: each split seed holds one `SeededRuns` (a `BenchmarkRun` per training seed).
+Popularity-aware rows (`benchmark.popularity_specs`) re-score their content row's fitted model at every weight of
+the grid; one beta per row is then chosen on the validation users alone (`evaluation.popularity.choose_weight`: each
+split seed's validation users, their values averaged over training seeds, then the mean over split seeds) and its
+figures on the `part` and cold users become the row's results.
 
 Aggregating (functions over `{split_seed: {row label: EvaluationResult}}`, one result per row and split seed,
 already averaged over training seeds where there are several; `htcl evaluate` reuses them):
@@ -30,16 +34,16 @@ already averaged over training seeds where there are several; `htcl evaluate` re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from tunespace.data.splits import Split
 from tunespace.errors import TunespaceError
-from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, run_seeds
-from tunespace.evaluation.evaluate import DEFAULT_KS, EvaluationResult, compare_pairs
-from tunespace.recommenders import get_recommender
+from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, run_seeds, uses_validation
+from tunespace.evaluation.evaluate import DEFAULT_KS, EvaluationResult, compare_pairs, headline_metric
+from tunespace.evaluation.popularity import POPULARITY_WEIGHTS, PopularityWeightError, choose_weight
 
 PerSplitSeed = Mapping[int, Mapping[str, EvaluationResult]]
 """split seed -> row label -> that row's result on the split seed's users."""
@@ -56,12 +60,16 @@ def split_seed_list(first: int, count: int) -> list[int]:
 class SplitSeedRuns:
     """Per split seed, one `SeededRuns` holding every row for every training seed, rows in the order of the specs.
 
-    `shared` lists the rows fitted once and sliced per split seed (their fit time repeats in every split seed)."""
+    `shared` lists the rows fitted once and sliced per split seed (their fit time repeats in every split seed).
+    `betas` maps each popularity-aware row to its chosen beta; `weights` is the table it was chosen from (row,
+    set, model, beta, validation_<metric>, split_seeds, chosen; `evaluation.popularity.WeightChoice`)."""
 
     split_seeds: list[int]
     seeded: dict[int, SeededRuns]
     splits: dict[int, Split]
     shared: list[str]
+    betas: dict[str, float] = field(default_factory=dict)
+    weights: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def averaged(self, part: str = "results") -> dict[int, dict[str, EvaluationResult]]:
         """Per split seed, every row's per-user values averaged over the training seeds: the input of the
@@ -75,7 +83,8 @@ class SplitSeedRuns:
 def _slice(run: BenchmarkRun, labels: Iterable[str], users: np.ndarray, cold_users: np.ndarray | None,
            into: BenchmarkRun) -> None:
     for label in labels:
-        into.results[label] = run.results[label].subset(users)
+        if label in run.results:  # a popularity-aware row has none until its beta is chosen
+            into.results[label] = run.results[label].subset(users)
         if cold_users is not None and label in run.cold_results:
             into.cold_results[label] = run.cold_results[label].subset(cold_users)
         for name in BenchmarkRun.FIELDS:
@@ -92,23 +101,29 @@ def run_split_seeds(
     part: str = "test",
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     cold_part: str | None = None,
+    popularity_weights: Sequence[float] = POPULARITY_WEIGHTS,
 ) -> SplitSeedRuns:
     """`run_seeds` for every split seed (see the module docstring: rows that do not use validation are fitted once
-    and sliced; the others are refitted per split seed). With the split's own seed alone this is `run_seeds`."""
+    and sliced; the others are refitted per split seed). With the split's own seed alone this is `run_seeds`.
+    Popularity-aware rows get their beta, chosen over `popularity_weights` on the validation users by NDCG at the
+    largest of `ks` (`choose_popularity`)."""
     specs, ks, split_seeds = list(specs), tuple(ks), list(split_seeds)
     if not split_seeds:
         raise TunespaceError("give at least one split seed")
     if len(set(split_seeds)) != len(split_seeds):
         raise TunespaceError(f"split seeds repeat: {split_seeds}")
     if split_seeds == [split.config.seed]:
-        runs = run_seeds(split, specs, seeds, ks=ks, part=part, progress=progress, cold_part=cold_part)
-        return SplitSeedRuns(split_seeds, {split_seeds[0]: runs}, {split_seeds[0]: split}, [])
-    shared = [spec for spec in specs if not get_recommender(spec.name).uses_validation]
-    own = [spec for spec in specs if get_recommender(spec.name).uses_validation]
+        runs = run_seeds(split, specs, seeds, ks=ks, part=part, progress=progress, cold_part=cold_part,
+                         popularity_weights=popularity_weights)
+        out = SplitSeedRuns(split_seeds, {split_seeds[0]: runs}, {split_seeds[0]: split}, [])
+        return choose_popularity(out, specs, part, cold_part, headline_metric(ks))
+    shared = [spec for spec in specs if not uses_validation(spec)]
+    own = [spec for spec in specs if uses_validation(spec)]
     pooled = None
     if shared:
         pooled = run_seeds(split.pooled(), shared, seeds, ks=ks, part="test", progress=progress,
-                           cold_part="cold_test" if cold_part is not None else None)
+                           cold_part="cold_test" if cold_part is not None else None,
+                           popularity_weights=popularity_weights)
     out = SplitSeedRuns(split_seeds, {}, {}, [spec.label for spec in shared])
     for split_seed in split_seeds:
         current = out.splits[split_seed] = split.repartitioned(split_seed)
@@ -116,7 +131,8 @@ def run_split_seeds(
         if own:
             tagged = None if progress is None else (
                 lambda label, n, s=split_seed: progress(f"{label} (split seed {s})", n))
-            refitted = run_seeds(current, own, seeds, ks=ks, part=part, progress=tagged, cold_part=cold_part)
+            refitted = run_seeds(current, own, seeds, ks=ks, part=part, progress=tagged, cold_part=cold_part,
+                                 popularity_weights=popularity_weights)
         users = current.part(part)["user_id"].unique()
         cold = current.part(cold_part) if cold_part is not None else None
         cold_users = cold["user_id"].unique() if cold is not None and not cold.empty else None
@@ -128,13 +144,62 @@ def run_split_seeds(
             if refitted is not None:
                 for name in BenchmarkRun.FIELDS:
                     getattr(run, name).update(getattr(refitted.runs[number], name))
-            for name in BenchmarkRun.FIELDS:  # rows in the order of `specs`
-                values = getattr(run, name)
-                setattr(run, name, {spec.label: values[spec.label] for spec in specs if spec.label in values})
+            _in_order(run, specs)
             runs.append(run)
         seeded = {**(pooled.seeded if pooled else {}), **(refitted.seeded if refitted else {})}
         out.seeded[split_seed] = SeededRuns(list(seeds), runs, {spec.label: seeded[spec.label] for spec in specs})
-    return out
+    return choose_popularity(out, specs, part, cold_part, headline_metric(ks))
+
+
+def _in_order(run: BenchmarkRun, specs: Sequence[ModelSpec]) -> None:
+    """Every field of `run` with its rows in the order of `specs`."""
+    for name in BenchmarkRun.FIELDS:
+        values = getattr(run, name)
+        setattr(run, name, {spec.label: values[spec.label] for spec in specs if spec.label in values})
+
+
+def choose_popularity(runs: SplitSeedRuns, specs: Sequence[ModelSpec], part: str, cold_part: str | None,
+                      metric: str) -> SplitSeedRuns:
+    """Give each popularity-aware row of `runs` its beta and its results, in place (and return `runs`).
+
+    Per row, `choose_weight` sees, for every beta and split seed, the row's values on that split seed's validation
+    users alone, averaged over the training seeds; the chosen beta's values on each split seed's `part` users
+    (and cold pairs) become the row's results in every run, unchanged. Every weight's figures are then dropped."""
+    from tunespace.reports.study import mean_result
+
+    tables = []
+    for spec in specs:
+        if spec.popularity_of is None:
+            continue
+        figures: dict[float, dict[int, EvaluationResult]] = {}
+        for split_seed, seeded in runs.seeded.items():
+            validation = runs.splits[split_seed].validation["user_id"].unique()
+            if not len(validation):
+                raise PopularityWeightError(f"{spec.label}: split seed {split_seed} has no validation users to "
+                                            "choose beta on; leave popularity-aware rows out")
+            for weight in seeded.runs[0].popularity[spec.label]:
+                figures.setdefault(weight, {})[split_seed] = mean_result(
+                    [run.popularity[spec.label][weight][0].subset(validation) for run in seeded.runs], spec.label)
+        choice = choose_weight(figures, metric)
+        runs.betas[spec.label] = choice.beta
+        tables.append(choice.table.assign(row=spec.label, set=spec.backend, model=spec.name))
+        for split_seed, seeded in runs.seeded.items():
+            current = runs.splits[split_seed]
+            users = current.part(part)["user_id"].unique()
+            for run in seeded.runs:
+                warm, cold = run.popularity[spec.label][choice.beta]
+                run.results[spec.label] = warm.subset(users)
+                if cold is not None and cold_part is not None and not current.part(cold_part).empty:
+                    run.cold_results[spec.label] = cold.subset(current.part(cold_part)["user_id"].unique())
+                run.params[spec.label] = {**run.params[spec.label], "weight": choice.beta}
+    for seeded in runs.seeded.values():
+        for run in seeded.runs:
+            run.popularity = {}
+            _in_order(run, specs)
+    if tables:
+        columns = ["row", "set", "model", "beta", f"validation_{metric}", "split_seeds", "chosen"]
+        runs.weights = pd.concat(tables, ignore_index=True)[columns]
+    return runs
 
 
 # -- aggregation over split seeds -------------------------------------------------------------------------------

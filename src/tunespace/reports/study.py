@@ -41,16 +41,19 @@ def _part(run: BenchmarkRun, part: str) -> dict[str, EvaluationResult]:
 
 def seed_averaged(runs: Sequence[BenchmarkRun], part: str = "results") -> dict[str, EvaluationResult]:
     """Per row, every metric of every user averaged over the runs (users matched by id; coverage averaged)."""
-    averaged = {}
-    for label, first in _part(runs[0], part).items():
-        results = [_part(run, part)[label] for run in runs]
-        frames = [result.per_user.set_index("user_id") for result in results]
-        if any(len(frame) != len(frames[0]) or not frame.index.isin(frames[0].index).all() for frame in frames):
-            raise ValueError(f"{label}: the seeds were evaluated on different users")
-        per_user = pd.concat(frames).groupby(level=0, sort=False).mean().loc[frames[0].index].reset_index()
-        coverage = {key: float(np.mean([result.coverage[key] for result in results])) for key in first.coverage}
-        averaged[label] = EvaluationResult(model=label, ks=first.ks, per_user=per_user, coverage=coverage)
-    return averaged
+    return {label: mean_result([_part(run, part)[label] for run in runs], label) for label in _part(runs[0], part)}
+
+
+def mean_result(results: Sequence[EvaluationResult], label: str) -> EvaluationResult:
+    """One row's results over several training seeds as one: every metric of every user averaged over them (users
+    matched by id, in the first result's order; coverage averaged). They must cover the same users."""
+    first = results[0]
+    frames = [result.per_user.set_index("user_id") for result in results]
+    if any(len(frame) != len(frames[0]) or not frame.index.isin(frames[0].index).all() for frame in frames):
+        raise ValueError(f"{label}: the seeds were evaluated on different users")
+    per_user = pd.concat(frames).groupby(level=0, sort=False).mean().loc[frames[0].index].reset_index()
+    coverage = {key: float(np.mean([result.coverage[key] for result in results])) for key in first.coverage}
+    return EvaluationResult(model=label, ks=first.ks, per_user=per_user, coverage=coverage)
 
 
 def per_seed_frame(seeded: SeededRuns, part: str = "results", metrics: Sequence[str] = HEADLINE,
