@@ -62,4 +62,4 @@ for weight in $latent_weights; do
         cp "$run/train_report.json" "$run/config.yaml" "$run/provenance.json" "$results/latent-$weight/runs/$name/"
     done
 done
-python "$(dirname "$0")/htcl_sweep_report.py" "$results"
+python "$(dirname "$0")/htcl_sweep_report.py" "$results" --work "$work"

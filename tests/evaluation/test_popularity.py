@@ -49,3 +49,14 @@ def test_all_equal_keeps_the_raw_model_and_nothing_to_choose_from_is_an_error():
     with pytest.raises(PopularityWeightError):
         choose_weight({0.0: {}})
     assert choose_weight({0.0: {1: result([np.nan])}, 1.0: {1: result([0.1])}}).beta == 1.0
+
+
+def test_a_choice_at_the_top_of_the_grid_is_flagged(caplog):
+    rising = {0.0: {1: result([0.1])}, 1.0: {1: result([0.2])}, 10.0: {1: result([0.3])}}
+    with caplog.at_level("WARNING", logger="tunespace.evaluation.popularity"):
+        assert choose_weight(rising).beta == 10.0
+    assert "largest of the grid" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tunespace.evaluation.popularity"):
+        choose_weight({0.0: {1: result([0.3])}, 1.0: {1: result([0.2])}})
+    assert not caplog.text

@@ -205,6 +205,30 @@ class PlaylistPairs(PairSource):
         return tracks[:-1][keep], tracks[1:][keep]
 
 
+def listener_tracks(context: PairContext, source: str, by_time: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each listener's distinct train tracks outside the held-out set, flat, and the offsets of each listener's run
+    (listeners sorted by id, only those with two distinct tracks: a profile and a positive). Within a listener the
+    tracks are in order of first play (`by_time`) or of track index."""
+    if context.interactions is None:
+        raise PairSourceError(f"{source} pair source needs the train interactions")
+    log = context.interactions
+    tracks = context.track_index(log["track_id"])
+    keep = tracks >= 0
+    if context.allowed_tracks is not None:
+        keep &= context.allowed_tracks[np.maximum(tracks, 0)]
+    plays = pd.DataFrame({"user": log["user_id"].astype(str).to_numpy()[keep], "track": tracks[keep],
+                          "time": log["timestamp"].to_numpy()[keep]})
+    order = ["user", "time", "track"] if by_time else ["user", "track"]
+    distinct = plays.sort_values(order, kind="stable").drop_duplicates(["user", "track"])  # each at its first play
+    sizes = distinct.groupby("user", sort=True)["track"].size()
+    sizes = sizes[sizes >= 2]
+    if len(sizes) == 0:
+        raise PairSourceError(f"{source} pair source found no user with two distinct train tracks")
+    distinct = distinct[distinct["user"].isin(sizes.index)]
+    return (distinct["track"].to_numpy(dtype=np.int64),
+            np.concatenate([[0], np.cumsum(sizes.to_numpy())]).astype(np.int64))
+
+
 @register_pair_source("history")
 class HistoryPairs(PairSource):
     """A listener's profile and one more track of theirs: the anchor is `profile_size` distinct tracks the user played
@@ -219,22 +243,7 @@ class HistoryPairs(PairSource):
         if int(profile_size) < 1:
             raise PairSourceError(f"history: profile_size must be at least 1, got {profile_size}")
         self.weight, self.profile_size = float(weight), int(profile_size)
-        if context.interactions is None:
-            raise PairSourceError("history pair source needs the train interactions")
-        log = context.interactions
-        tracks = context.track_index(log["track_id"])
-        keep = tracks >= 0
-        if context.allowed_tracks is not None:
-            keep &= context.allowed_tracks[np.maximum(tracks, 0)]
-        distinct = (pd.DataFrame({"user": log["user_id"].astype(str).to_numpy()[keep], "track": tracks[keep]})
-                    .drop_duplicates().sort_values(["user", "track"], kind="stable"))
-        sizes = distinct.groupby("user", sort=True)["track"].size()
-        sizes = sizes[sizes >= 2]  # a profile and a positive need two distinct tracks
-        distinct = distinct[distinct["user"].isin(sizes.index)]
-        self.user_tracks = distinct["track"].to_numpy(dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(sizes.to_numpy())]).astype(np.int64)
-        if len(sizes) == 0:
-            raise PairSourceError("history pair source found no user with two distinct train tracks")
+        self.user_tracks, self.offsets = listener_tracks(context, "history", by_time=False)
 
     def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError  # the constructor builds the per-user track lists directly
@@ -318,24 +327,7 @@ class ListenerHoldout(PairSource):
         if order not in HOLDOUT_ORDERS:
             raise PairSourceError(f"listener: order must be one of {', '.join(HOLDOUT_ORDERS)}, got {order!r}")
         self.weight, self.holdout_share, self.order = float(weight), float(holdout_share), order
-        if context.interactions is None:
-            raise PairSourceError("listener pair source needs the train interactions")
-        log = context.interactions
-        tracks = context.track_index(log["track_id"])
-        keep = tracks >= 0
-        if context.allowed_tracks is not None:
-            keep &= context.allowed_tracks[np.maximum(tracks, 0)]
-        plays = pd.DataFrame({"user": log["user_id"].astype(str).to_numpy()[keep], "track": tracks[keep],
-                              "time": log["timestamp"].to_numpy()[keep]})
-        first = (plays.sort_values(["user", "time", "track"], kind="stable")
-                 .drop_duplicates(["user", "track"]))  # each distinct track at its first play, in time order
-        sizes = first.groupby("user", sort=True)["track"].size()
-        sizes = sizes[sizes >= 2]
-        first = first[first["user"].isin(sizes.index)].sort_values(["user", "time", "track"], kind="stable")
-        if len(sizes) == 0:
-            raise PairSourceError("listener pair source found no user with two distinct train tracks")
-        self.user_tracks = first["track"].to_numpy(dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(sizes.to_numpy())]).astype(np.int64)
+        self.user_tracks, self.offsets = listener_tracks(context, "listener", by_time=True)
 
     def build(self, context: PairContext) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError  # the constructor builds the per-user track lists directly

@@ -10,6 +10,7 @@ smaller beta (the smaller departure from the raw model).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ import pandas as pd
 
 from tunespace.errors import TunespaceError
 from tunespace.evaluation.evaluate import EvaluationResult
+
+logger = logging.getLogger(__name__)
 
 POPULARITY_WEIGHTS: tuple[float, ...] = (0.0, *(float(w) for w in 10 ** np.linspace(-3, 1, 17)))
 """The beta grid: 0, then 10**-3 .. 10**1 at four values per decade."""
@@ -57,6 +60,10 @@ def choose_weight(figures: Mapping[float, Mapping[int, EvaluationResult]], metri
     tied = table[values >= best - TIE_TOLERANCE]
     beta = float(tied["beta"].min())
     table["chosen"] = table["beta"] == beta
+    if len(table) > 1 and beta == float(table["beta"].max()):
+        logger.warning("beta %.4g is the largest of the grid: at this scale the content score only breaks ties of "
+                       "the popularity order (its cosines barely differ between items); the +pop row is in effect "
+                       "popularity", beta)
     return WeightChoice(beta, table)
 
 
