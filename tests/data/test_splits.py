@@ -233,6 +233,23 @@ def test_empty_train_window():
         temporal_split(interactions.iloc[:0], SplitConfig(cutoff=CUTOFF))
 
 
+def test_cutoff_after_the_last_event_leaves_no_test_users():
+    # the last event of the hand log is on 2020-04-05: nothing can be first met after it
+    with pytest.raises(SplitError, match="no test users.*last event is on 2020-04-05"):
+        temporal_split(log(HAND_LOG), SplitConfig(cutoff="2020-05-01"))
+    # a window holding only a pair of a user unseen in train (u5, d on 2020-03-16) has no test user either
+    with pytest.raises(SplitError, match="no test users"):
+        hand_split(test_start="2020-03-16", test_end="2020-03-17")
+
+
+def test_validation_ratio_that_takes_every_test_user_is_refused():
+    # 3 test-window users (u1, u2, u3): round(0.9 * 3) = 3 leaves none for test; round(0.6 * 3) = 2 leaves one
+    with pytest.raises(SplitError, match="validation_ratio 0.9 sends all 3 test-window users to validation"):
+        hand_split(validation_ratio=0.9)
+    assert users_of(hand_split(validation_ratio=0.6), ("test", "cold_test")) != set()
+    assert hand_split(validation_ratio=1.0).test.empty  # all validation, asked for on purpose
+
+
 # ---------------------------------------------------------------- save / load and the train matrix
 
 
@@ -339,9 +356,21 @@ def expected_train(interactions: pd.DataFrame, window) -> pd.DataFrame:
     return interactions.loc[mask]
 
 
+def expected_test_users(interactions: pd.DataFrame, window) -> set[str]:
+    """Train users whose first interaction with some track falls in the test window."""
+    train_users = set(expected_train(interactions, window)["user_id"])
+    firsts = interactions.groupby(["user_id", "track_id"], as_index=False)["timestamp"].min()
+    in_window = firsts["timestamp"] >= window["test_start"]
+    if window["test_end"] is not None:
+        in_window &= firsts["timestamp"] < window["test_end"]
+    return set(firsts.loc[in_window, "user_id"]) & train_users
+
+
 def split_or_none(interactions, config, window) -> Split | None:
-    """The split, or None after checking that an empty train window raises SplitError."""
-    if expected_train(interactions, window).empty:
+    """The split, or None after checking that an empty train window, or no user left on the test side, raises."""
+    n = len(expected_test_users(interactions, window))
+    if (expected_train(interactions, window).empty or n == 0
+            or (config.validation_ratio < 1 and round(config.validation_ratio * n) == n)):
         with pytest.raises(SplitError):
             temporal_split(interactions, config)
         return None

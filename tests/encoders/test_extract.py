@@ -135,11 +135,11 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_embedded(tmp_path):
     assert list(ItemEmbeddings.load(out).ids) == ["good"]
     reasons = load_skipped(out).set_index("track_id")["reason"]
     assert "silent" in reasons["silent"]
-    assert "too short" in reasons["short"]
+    assert reasons["short"] == "shorter than 0.5 s: 0.005 s"
     assert "non-finite" in reasons["nan"]
-    assert "cannot decode" in reasons["missing"] and "missing.wav" in reasons["missing"]
-    assert "cannot decode" in reasons["corrupt"]
-    assert "empty" in reasons["empty"] or "cannot decode" in reasons["empty"]
+    assert reasons["missing"] == f"{tmp_path / 'audio' / 'missing.wav'}: missing file"
+    assert "not audio" in reasons["corrupt"]
+    assert "empty" in reasons["empty"] or "not audio" in reasons["empty"]
     assert reasons["nopath"] == "no audio_path"
     assert "backend failed: model exploded" in reasons["loud"]
 
@@ -193,7 +193,7 @@ def test_resume_after_a_crash_gives_the_same_shards(tmp_path):
     signals = {f"t{i:02d}": tone(0.4 + 0.3 * (i % 4), 200 + 20 * i, seed=i) for i in range(11)}
     signals["t05"] = np.zeros(RATE, np.float32)  # a skipped one
     tracks = catalogue(tmp_path, signals)
-    config = ExtractionConfig("frame-means", batch_size=2, shard_size=3)
+    config = ExtractionConfig("frame-means", batch_size=2, shard_size=3, min_seconds=0.1)
     clean = tmp_path / "clean"
     Extractor(config, FrameMeans()).run(tracks, tmp_path, clean)
     crashed = tmp_path / "crashed"
@@ -226,3 +226,68 @@ def test_an_output_folder_of_another_extraction_is_refused(tmp_path):
     with pytest.raises(ExtractionError, match="differs in .*pooling"):
         Extractor(ExtractionConfig("frame-means", pooling="mean+std"), FrameMeans()).run(
             tracks, tmp_path, tmp_path / "out")
+
+
+def test_unreadable_paths_are_skipped_with_their_true_reason(tmp_path):
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "notes.mp3").write_text("a text file, not audio\n")
+    (tmp_path / "audio" / "folder.wav").mkdir()
+    tracks = pd.DataFrame({"track_id": ["missing", "text", "folder", "blank", "nan"],
+                           "audio_path": ["audio/missing.wav", "audio/notes.mp3", "audio/folder.wav", "", np.nan]})
+    out = tmp_path / "out"
+    report = Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, out)
+    assert report.skipped == 5 and report.embedded == 0
+    skipped = load_skipped(out).set_index("track_id")
+    assert skipped.loc["missing", "reason"] == f"{tmp_path / 'audio' / 'missing.wav'}: missing file"
+    assert skipped.loc["text", "reason"] == f"{tmp_path / 'audio' / 'notes.mp3'}: not audio (no audio format recognised)"
+    assert skipped.loc["folder", "reason"] == f"{tmp_path / 'audio' / 'folder.wav'}: is a directory"
+    assert skipped["kind"].to_dict() == {"missing": "missing file", "text": "not audio", "folder": "is a directory",
+                                         "blank": "no audio_path", "nan": "no audio_path"}
+
+
+def test_mfcc_skips_clips_shorter_than_the_minimum_duration(tmp_path):
+    tracks = catalogue(tmp_path, {"truncated": tone(0.18), "clip": tone(0.2), "song": tone(1.5)})
+    out = tmp_path / "out"
+    report = Extractor(ExtractionConfig("mfcc", min_seconds=1.0)).run(tracks, tmp_path, out)
+    assert (report.embedded, report.skipped) == (1, 2)
+    assert list(ItemEmbeddings.load(out).ids) == ["song"]
+    skipped = load_skipped(out).set_index("track_id")
+    assert skipped["reason"].to_dict() == {"truncated": "shorter than 1.0 s: 0.18 s", "clip": "shorter than 1.0 s: 0.2 s"}
+    assert set(skipped["kind"]) == {"shorter than 1.0 s"}
+    # the default minimum is 0.5 s, and a lower one embeds the clips (the backend's own floor is two 10 ms hops)
+    assert Extractor(ExtractionConfig("mfcc")).min_track_seconds == 0.5
+    lower = Extractor(ExtractionConfig("mfcc", min_seconds=0.1)).run(tracks, tmp_path, tmp_path / "lower")
+    assert (lower.embedded, lower.skipped) == (3, 0)
+    with pytest.raises(ExtractionError, match="min_seconds"):
+        ExtractionConfig("mfcc", min_seconds=-1.0)
+
+
+def test_a_minimum_duration_change_refuses_the_old_folder_but_an_older_manifest_resumes(tmp_path):
+    import json
+
+    tracks = catalogue(tmp_path, {"a": tone(0.6)})
+    out = tmp_path / "out"
+    Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, out)
+    with pytest.raises(ExtractionError, match="differs in min_seconds"):
+        Extractor(ExtractionConfig("frame-means", min_seconds=1.0), FrameMeans()).run(tracks, tmp_path, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["min_seconds"]  # written before the key existed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    report = Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, out)
+    assert report.shards_reused == 1
+
+
+def test_a_tracks_table_without_audio_path_is_one_clear_error(tmp_path):
+    from tunespace.errors import DataValidationError
+
+    tracks = pd.DataFrame({"track_id": ["a"], "title": ["A"]})
+    with pytest.raises(DataValidationError) as caught:
+        Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, tmp_path / "out",
+                                                                     source="data/tracks.parquet")
+    message = str(caught.value)
+    assert message.startswith('data/tracks.parquet, column "audio_path": missing column') and "\n" not in message
+    assert "columns present: track_id, title" in message
+    tracks.to_parquet(tmp_path / "tracks.parquet")  # without `source`, the table in the root folder is named
+    with pytest.raises(DataValidationError, match=f"^{tmp_path / 'tracks.parquet'}, column"):
+        Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -13,17 +13,14 @@ import numpy as np
 import soundfile
 import soxr
 
-from tunespace.audio.decode import AudioDecodeError
+from tunespace.audio.decode import OPEN_ERRORS, AudioDecodeError, audio_info, open_error
 
 _READ_BLOCK = 1 << 17  # source frames per read: ~3 s at 44.1 kHz
 
 
 def audio_seconds(path: str | Path) -> float:
-    """Duration from the header, without decoding; raises AudioDecodeError if the header is unreadable."""
-    try:
-        info = soundfile.info(str(path))
-    except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
-        raise AudioDecodeError(f"{path}: cannot decode ({error})") from error
+    """Duration from the header, without decoding; raises AudioDecodeError with the true reason if unreadable."""
+    info = audio_info(path)
     return info.frames / info.samplerate if info.samplerate else 0.0
 
 
@@ -35,8 +32,8 @@ def stream_segments(path: str | Path, sample_rate: int, segment_samples: int) ->
     """
     try:
         handle = soundfile.SoundFile(str(path))
-    except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
-        raise AudioDecodeError(f"{path}: cannot decode ({error})") from error
+    except OPEN_ERRORS as error:
+        raise open_error(path, error) from error
     with handle:
         resampler = None if handle.samplerate == sample_rate else soxr.ResampleStream(
             handle.samplerate, sample_rate, 1, dtype="float32")

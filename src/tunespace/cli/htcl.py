@@ -12,6 +12,8 @@ import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tunespace.cli.common import console, embedding_sets, parse_options, show, show_tests
+
 htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware fine-tuning.", no_args_is_help=True)
 
 # Each stage-2 pair source with its default options; `--pairs` picks some (sources of one kind per batch).
@@ -22,16 +24,8 @@ PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighb
 DEFAULT_PAIRS = "session,playlist"
 
 
-def _console():
-    from tunespace.cli.main import console
-
-    return console
-
-
 def _overrides(pairs: list[str] | None) -> dict[str, object]:
-    from tunespace.cli.main import _parse_options
-
-    return _parse_options(pairs or [])
+    return parse_options(pairs or [])
 
 
 def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, device: str) -> None:
@@ -55,7 +49,6 @@ def _train_stage(config, data: Path, out: Path, resume: bool, init_from: Path | 
     from tunespace.contrastive.htcl import HOLDOUT_FILE, Corpus, check_run_holdout, make_stage, save_config
     from tunespace.contrastive.train import train_loop
 
-    console = _console()
     if resume and (out / "config.yaml").exists():
         config = _resumable(config, out / "config.yaml")
     corpus = Corpus.load(data, config.cutoff)
@@ -265,13 +258,12 @@ def evaluate(
     --test-all-runs. The KNN fit does not depend on the split seed: it is fitted once and each split seed's users
     are slices of one ranking; re-weighting popularity is a re-score, not a refit. Every run must hold out the
     corpus's held-out set (its holdout.json)."""
-    import torch
-
     from tunespace.contrastive.evaluate import (popularity_label, preference_results, semantic_evaluation,
                                                 track_embeddings)
     from tunespace.contrastive.htcl import (AudioBank, ConfigError, Corpus, build_model, check_run_holdout,
                                            load_config)
     from tunespace.contrastive.selection import select_run, summary_line
+    from tunespace.devices import resolve_device
     from tunespace.provenance import recorded_run
 
     if select_on not in SELECT_ON:
@@ -280,11 +272,7 @@ def evaluate(
                                  "figures of every run, for information)")
     if split_seeds < 1:
         raise typer.BadParameter("--split-seeds must be at least 1")
-    from tunespace.cli.main import _embedding_sets
-
-    console = _console()
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    target = resolve_device(device)
     names = [folder.name for folder in run]
     if len(set(names)) != len(names):
         raise ConfigError(f"--run: two runs share a folder name ({', '.join(names)}); the tables name runs by it")
@@ -297,7 +285,7 @@ def evaluate(
                               "control": control, "stage1": stage1, "select_on": select_on,
                               "split_seeds": list(seeds), "test_all_runs": test_all_runs,
                               "semantic_tolerance": 0.10, "device": str(target)}
-        sets = _embedding_sets(embeddings or [])
+        sets = embedding_sets(embeddings or [])
         fixed = list(sets)  # --embeddings are fixed arms
         configs, holdout, rows, candidates, no_preference = {}, None, [], [], []
         for folder in run:
@@ -400,7 +388,6 @@ def _select(results, semantic: pd.DataFrame, model: str, candidates: list[str], 
 
 def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status: dict[str, str], sets,
                   models: tuple[str, ...], control: str, stage1: str | None, record: dict) -> list[Path]:
-    from tunespace.cli.main import _show, _show_tests
     from tunespace.contrastive.evaluate import POPULARITY_ROW, comparison_pairs, paired_tests, seed_table
     from tunespace.io import write_parquet
     from tunespace.reports.tables import formatted
@@ -415,7 +402,7 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
         shown = table[["run", "role", "lambda", "beta", "validation_ndcg@50", "validation_ndcg@50_raw",
                        "validation_t2a_R@10", "qualified", "selected"]].rename(
             columns={"validation_ndcg@50": f"{models[0]}+pop ndcg@50", "validation_ndcg@50_raw": "raw ndcg@50"})
-        _show(shown.map(lambda v: f"{v:.4f}" if isinstance(v, float) else v),
+        show(shown.map(lambda v: f"{v:.4f}" if isinstance(v, float) else v),
               f"selection on validation figures ({models[0]}+pop NDCG@50 over {len(results.seeds)} split seed(s), "
               "raw beside it; semantic-validation tracks)")
     write_parquet(semantic, out / "semantic.parquet")
@@ -423,7 +410,7 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
     written.append(out / "semantic.csv")
     columns = ["run", "part", "status", "t2a_R@1", "t2a_R@10", "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10",
                "tagging_macro_roc_auc", "probe_family_accuracy"]
-    _show(semantic[columns].map(lambda v: f"{v:.3f}" if isinstance(v, float) else v),
+    show(semantic[columns].map(lambda v: f"{v:.3f}" if isinstance(v, float) else v),
           "semantic space (held-out tracks: validation and test halves)")
     if not results.weights.empty:
         results.weights.to_csv(out / "popularity_weights.csv", index=False)
@@ -434,7 +421,7 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
                               "beta": chosen["beta"].map(lambda v: f"{v:.4g}").to_numpy(),
                               "ndcg@50 beta 0": raw.loc[chosen.index].map(lambda v: f"{v:.4f}").to_numpy(),
                               "ndcg@50 chosen": chosen["validation_ndcg@50"].map(lambda v: f"{v:.4f}").to_numpy()})
-        _show(shown, f"popularity weight beta per set and model, chosen on the validation users (mean over "
+        show(shown, f"popularity weight beta per set and model, chosen on the validation users (mean over "
                      f"{len(results.seeds)} split seed(s)); every beta in popularity_weights.csv")
 
     def label_status(frame: pd.DataFrame, part: str = "test") -> pd.DataFrame:
@@ -467,7 +454,7 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
             shown["ndcg@50 sd"] = summary["ndcg@50_split_sd"].map(lambda v: f"{v:.4f}")
         shown["beta"] = summary["beta"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
         shown["status"] = summary["status"]
-        _show(shown, f"{caption}, raw and popularity-aware (+pop, beta chosen on validation users) ({title})")
+        show(shown, f"{caption}, raw and popularity-aware (+pop, beta chosen on validation users) ({title})")
         keys = ("ndcg@50", "ndcg@50_low", "ndcg@50_high", "ndcg@50_split_sd", "users", "split_seeds", "beta",
                 "status")
         figures[part] = {row["model"]: {key: row[key] for key in keys if key in row}
@@ -492,7 +479,7 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
         frame.to_csv(out / "significance.csv", index=False)
         written.append(out / "significance.csv")
         shown = frame.assign(part=frame["family"] + " / seed " + frame["split_seed"].astype(str))
-        _show_tests(shown, f"NDCG@50: the selected candidate (+pop) against the control, stage 1 (+pop) and "
+        show_tests(shown, f"NDCG@50: the selected candidate (+pop) against the control, stage 1 (+pop) and "
                            f"popularity, raw against the control ({control}); fixed arms against the control raw "
                            "and +pop. Paired over users per split seed ('across': over split seeds), "
                            "Holm-corrected within each family (part) and seed")

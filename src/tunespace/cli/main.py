@@ -18,19 +18,23 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from tunespace.cli.common import console
+from tunespace.cli.common import embedding_sets as _embedding_sets
+from tunespace.cli.common import parse_options as _parse_options
+from tunespace.cli.common import show as _show
+from tunespace.cli.common import show_tests as _show_tests
 from tunespace.cli.htcl import htcl_app
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import ExtractionConfig
-from tunespace.errors import TunespaceError
+from tunespace.errors import EvaluationFolderError, TunespaceError
 from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, accepts, model_specs, run_benchmark
 from tunespace.evaluation.seeds import SplitSeedRuns
 from tunespace.evaluation.evaluate import compare
+from tunespace.extras import missing_extra, needs_extra
 from tunespace.io import write_text
 from tunespace.reports.tables import HEADLINE, formatted, results_frame, to_markdown, write_results
 
@@ -38,7 +42,6 @@ app = typer.Typer(help="tunespace: music representations for recommendation and 
                   pretty_exceptions_enable=False)
 benchmark_app = typer.Typer(help="Benchmarks that reproduce published protocols.", no_args_is_help=True)
 app.add_typer(benchmark_app, name="benchmark")
-console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: do not squeeze tables to 80
 
 DEFAULT_MODELS = "popularity,itemknn,ease,knn"
 COLLABORATIVE_MODELS = "popularity,itemknn,ease"
@@ -47,10 +50,16 @@ DEMO_BACKENDS = ("mfcc", "musicnn-msd")
 
 def _ks(values: str) -> list[int]:
     """`--k 10,50` -> [10, 50]; a value that is not an integer is a usage error naming it."""
-    try:
-        return [int(v) for v in values.split(",") if v.strip()]
-    except ValueError as error:
-        raise typer.BadParameter(f"--k takes comma-separated integers, got {values!r}") from error
+    ks = []
+    for value in values.split(","):
+        if not value.strip():
+            continue
+        try:
+            ks.append(int(value))
+        except ValueError as error:
+            raise typer.BadParameter(f"--k takes comma-separated integers such as 10,50; {value.strip()!r} in "
+                                     f"{values!r} is not one") from error
+    return ks
 
 
 def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int], None]]:
@@ -64,24 +73,6 @@ def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int]
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
-
-
-def _show(frame: pd.DataFrame, title: str) -> None:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(str(column), justify="left" if column == "model" else "right", no_wrap=True)
-    for row in frame.itertuples(index=False):
-        table.add_row(*(escape(str(v)) for v in row))  # labels such as knn[mfcc] are not markup
-    console.print(table)
-
-
-def _show_tests(tests: pd.DataFrame, title: str) -> None:
-    """A paired-tests table in the terminal, numbers to 3 significant digits."""
-    columns = [c for c in ("part", "model", "baseline", "mean_difference", "t_p_holm", "wilcoxon_p_holm") if c in tests]
-    shown = tests[columns].copy()
-    for column in ("mean_difference", "t_p_holm", "wilcoxon_p_holm"):
-        shown[column] = shown[column].map(lambda v: f"{v:.3g}")
-    _show(shown, title)
 
 
 def _report(run: BenchmarkRun, out: Path | None, title: str, preamble: str, baseline: str | None,
@@ -177,7 +168,6 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
                split_seeds: Sequence[int] | None,
                popularity_aware: bool = True) -> tuple[SplitSeedRuns, dict, dict, list[str]]:
     """The body of `_study`: returns the runs, the settings, the headline figures and the files written."""
-    from tunespace.data.sources import load_source
     from tunespace.evaluation.benchmark import (popularity_pairs, popularity_specs, reference_pairs, study_baselines,
                                                 study_specs)
     from tunespace.evaluation.evaluate import headline_metric, headline_metrics
@@ -185,6 +175,7 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
     from tunespace.evaluation.seeds import compare_each_split_seed, compare_split_seeds, run_split_seeds
     from tunespace.reports.study import (combine_split_seeds, formatted_study, formatted_tests, per_seed_frame,
                                          study_chart, study_frame, write_png, write_study_table)
+    from tunespace.sources import load_source
 
     cutoffs = sorted(set(_ks(ks)))
     if not cutoffs or min(cutoffs) < 1:
@@ -522,39 +513,6 @@ def _backend_embeddings(name: str, data: Path | None) -> ItemEmbeddings:
     return ItemEmbeddings.load(folder)
 
 
-def _embedding_sets(paths: Sequence[Path]) -> dict[str, ItemEmbeddings]:
-    """Load embedding files or `tunespace embed` folders, labelled by backend (from the manifest) or file stem."""
-    sets: dict[str, ItemEmbeddings] = {}
-    for path in paths:
-        manifest = path / "manifest.json" if path.is_dir() else None
-        label = json.loads(manifest.read_text())["backend"] if manifest and manifest.exists() else path.stem
-        while label in sets:
-            label += "'"
-        sets[label] = ItemEmbeddings.load(path)
-    return sets
-
-
-def _parse_options(pairs: Sequence[str]) -> dict[str, object]:
-    """`key=value` pairs; values that read as int, float or bool become one."""
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {pair!r}")
-        value: object = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for kind in (int, float):
-                try:
-                    value = kind(raw)
-                    break
-                except ValueError:
-                    continue
-        options[key] = value
-    return options
-
-
 @app.command()
 def embed(
     backend: Annotated[str, typer.Option(help="Backend name (see --list).")] = "mfcc",
@@ -570,8 +528,7 @@ def embed(
     list_backends: Annotated[bool, typer.Option("--list", help="List the backends and exit.")] = False,
 ) -> None:
     """Embed every track's audio with a frozen backend: time-averaged vectors in resumable Parquet shards."""
-    import torch
-
+    from tunespace.devices import resolve_device
     from tunespace.encoders.base import backend_names
 
     if list_backends:
@@ -579,10 +536,11 @@ def embed(
         return
     if data is None or out is None:
         raise typer.BadParameter("--data and --out are required")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(device or "auto"))
     config = ExtractionConfig(backend=backend, options=_parse_options(option or []), pooling=pooling,
                               batch_size=batch_size, shard_size=shard_size, device=device)
-    _embed(config, data, out, worker, workers)
+    with needs_extra():  # a backend's optional package (transformers, musicnn...) -> what to install
+        _embed(config, data, out, worker, workers)
 
 
 def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
@@ -755,10 +713,12 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and r
          size: Annotated[str, typer.Option(help="Corpus size.")] = "small") -> None:
     """Build the small built-in corpus, embed its audio (MFCC statistics, and MusiCNN when its weights are
     installed), and run the recommenders on it."""
-    from tunespace.corpus.build import CUTOFF
     from tunespace.data.dataset import Dataset
     from tunespace.encoders.base import BackendUnavailableError
     from tunespace.evaluation.probe import linear_probe
+
+    with needs_extra("corpus"):
+        from tunespace.corpus.build import CUTOFF
 
     console.rule("tunespace demo: the built-in corpus of real tunes")
     _build_corpus(size, out / "corpus", workers=2, seed=0)
@@ -796,7 +756,25 @@ def report(
     """One self-contained HTML page with the tables and the semantic/recommendation trade-off plot."""
     from tunespace.cli.htcl import htcl_report
 
+    _check_evaluation_folder(evaluation)
     console.print(f"wrote {htcl_report(evaluation, out)}")
+
+
+REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes and report reads
+
+
+def _check_evaluation_folder(folder: Path) -> None:
+    """Refuse a folder `htcl evaluate` did not write, naming the command that writes one (not a KeyError later)."""
+    expected = f"expected a folder written by `tunespace htcl evaluate --out {folder}`"
+    if not folder.is_dir():
+        raise EvaluationFolderError(f"{folder}: no such folder; {expected}")
+    missing = [name for name in REPORT_INPUTS if not (folder / name).is_file()]
+    if not missing:
+        return
+    if (folder / "results.csv").is_file():  # `evaluate` / `benchmark recsys` write results.csv and results.md
+        raise EvaluationFolderError(f"{folder}: written by `tunespace evaluate` or `benchmark recsys`, whose tables "
+                                    f"are already in {folder / 'results.md'}; `report` {expected}")
+    raise EvaluationFolderError(f"{folder}: no {' or '.join(missing)}; {expected}")
 
 
 @app.command()
@@ -943,19 +921,44 @@ def _model_params(pairs: Sequence[str], epochs: int | None, models: Sequence[str
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code. Library errors become one clear line, not a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        # standalone_mode=False: typer returns (does not raise) the code of an Exit, and turns Ctrl-C into Exit(130)
+        code = app(args=args, standalone_mode=False)
     except TunespaceError as error:
-        console.print(f"[red]error:[/] {error}", soft_wrap=True, highlight=False)
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
         return 1
     except typer.Exit as done:
-        return done.exit_code
+        code = done.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        return 130
+        code = INTERRUPTED
+    except ImportError as error:  # an optional package no command wrapped: name its extra, else it is a bug
+        named = missing_extra(error)
+        if named is None:
+            raise
+        console.print(f"[red]error:[/] {escape(str(named))}", soft_wrap=True, highlight=False)
+        return 1
     except typer.exceptions.TyperException as error:  # usage errors: unknown option, bad value
-        console.print(f"[red]usage error:[/] {error.format_message()}", soft_wrap=True, highlight=False)
+        console.print(f"[red]usage error:[/] {escape(error.format_message())}", soft_wrap=True, highlight=False)
         return error.exit_code
-    return 0
+    if code == INTERRUPTED:
+        console.print(f"[red]interrupted:[/] {_resume_hint(args)}", soft_wrap=True, highlight=False)
+    return code if isinstance(code, int) else 0
+
+
+INTERRUPTED = 130  # the shell's code for Ctrl-C (128 + SIGINT)
+
+
+def _resume_hint(args: Sequence[str]) -> str:
+    """What to do after Ctrl-C: embedding keeps its finished shards, so the same command resumes it."""
+    if args and args[0] == "embed":
+        return ("rerun the same command to resume: `tunespace embed` keeps the shards it finished and embeds only "
+                "the rest")
+    return "nothing was reported; rerun the same command to run it again"
 
 
 __all__ = ["app", "main", "HEADLINE"]
+
+from tunespace.cli.catalogue import catalogue  # registered last: the command lives in its own file
+
+app.command(name="catalogue")(catalogue)

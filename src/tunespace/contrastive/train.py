@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tunespace.devices import resolve_device
 from tunespace.errors import TunespaceError
 from tunespace.io import atomic_path
 
@@ -80,8 +81,7 @@ class DistributedContext:
 
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); a 1-process context else."""
-    wanted = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    wanted = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return DistributedContext(device=wanted)

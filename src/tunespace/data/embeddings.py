@@ -6,6 +6,8 @@ produce the file with any tool and tunespace can read it zero-copy.
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunespace.data.catalog import IdMap
-from tunespace.errors import DataValidationError, UnknownIdError
+from tunespace.errors import DataValidationError, IncompleteExtractionError, UnknownIdError
 from tunespace.io import atomic_path
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"  # what `tunespace embed` writes first (tunespace.encoders.extract.MANIFEST)
 
 
 @dataclass
@@ -65,14 +70,18 @@ class ItemEmbeddings:
             pq.write_table(table, tmp)
 
     @classmethod
-    def load(cls, path: str | Path) -> ItemEmbeddings:
-        """Read one Parquet file, or a folder of `shard-*.parquet` files as `tunespace embed` writes them."""
+    def load(cls, path: str | Path, allow_partial: bool = False) -> ItemEmbeddings:
+        """Read one Parquet file, or a folder of `shard-*.parquet` files as `tunespace embed` writes them.
+
+        A folder whose manifest promises shards that are absent is an unfinished extraction: refused, so a
+        model never trains on part of the catalogue unnoticed, unless `allow_partial` (then a warning)."""
         path = Path(path)
         try:
             if path.is_dir():
                 shards = sorted(p for p in path.glob("shard-*.parquet") if not p.name.endswith(".skipped.parquet"))
                 if not shards:
                     raise DataValidationError(str(path), "no embedding shards (shard-*.parquet) in this folder")
+                _check_finished(path, shards, allow_partial)
                 table = pa.concat_tables([pq.read_table(shard) for shard in shards])
             else:
                 table = pq.read_table(path)
@@ -98,3 +107,37 @@ class ItemEmbeddings:
             return cls(ids=ids, vectors=vectors)
         except DataValidationError as error:
             raise DataValidationError(str(path), error.reason, error.row, error.column) from error
+
+
+def _check_finished(folder: Path, shards: list[Path], allow_partial: bool) -> None:
+    """Compare the shards present with the ones `tunespace embed` promised in its manifest (a shard is written
+    atomically once all its tracks are done, so a missing one means the run stopped before it)."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return  # shards written by another tool: nothing promises more
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        expected = -(-int(manifest["tracks"]) // int(manifest["shard_size"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataValidationError(str(manifest_path), f"not a tunespace embed manifest ({error})") from error
+    missing = expected - len(shards)
+    if missing <= 0:
+        return
+    summary = f"unfinished extraction: {len(shards)} of {expected} shards written ({missing} missing)"
+    if allow_partial:
+        log.warning("%s: %s; loading the %d shards there", folder, summary, len(shards))
+        return
+    raise IncompleteExtractionError(str(folder), f"{summary}; resume it with {_resume_command(folder, manifest)} "
+                                    "(finished shards are kept), or load it with allow_partial=True")
+
+
+def _resume_command(folder: Path, manifest: dict[str, object]) -> str:
+    """The `tunespace embed` command that resumes `folder`, from its provenance record when there is one."""
+    data = "DATA"
+    try:
+        settings = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))["settings"]
+        data = str(settings["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (f"`tunespace embed --backend {manifest.get('backend', 'BACKEND')} --data {data} --out {folder} "
+            f"--shard-size {manifest['shard_size']}` (the same options as the first run)")

@@ -8,6 +8,8 @@
   counted in the stats.
 - test users are split into validation and test by a seeded random partition over the sorted user ids, applied
   to the warm and the cold sets alike, so no user is ever on both sides.
+- a split that leaves no test user (cutoff after the last event, or a validation ratio below 1 that still takes
+  every user) is refused with a SplitError rather than evaluated on nothing.
 """
 
 from __future__ import annotations
@@ -180,7 +182,23 @@ def temporal_split(interactions: pd.DataFrame, config: SplitConfig) -> Split:
         "test_window_pairs": len(pairs),
         "dropped_cold_user_pairs": int((~known_user).sum()),
     }
+    _require_test_users(config, warm, cold, interactions, test_start, test_end)
     return partitioned(config, users, warm_items, train, warm, cold, base_stats)
+
+
+def _require_test_users(config: SplitConfig, warm: pd.DataFrame, cold: pd.DataFrame, interactions: pd.DataFrame,
+                        test_start: pd.Timestamp, test_end: pd.Timestamp | None) -> None:
+    """Refuse a split with nothing to evaluate, here where every command builds one, rather than an empty table
+    (or a mean over no users) later. validation_ratio=1 empties the test side on purpose and is allowed."""
+    n_users = len(pd.unique(pd.concat([warm["user_id"], cold["user_id"]])))
+    if n_users == 0:
+        window = f"[{test_start.date()}, {test_end.date() if test_end is not None else 'end'})"
+        raise SplitError(f"no test users: no train user meets a new track in the test window {window} (the last "
+                         f"event is on {interactions['timestamp'].max().date()}); choose an earlier cutoff or "
+                         "test window")
+    if config.validation_ratio < 1 and round(config.validation_ratio * n_users) == n_users:
+        raise SplitError(f"no test users: validation_ratio {config.validation_ratio} sends all {n_users} test-window "
+                         "users to validation; lower the validation ratio or widen the test window")
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ track (so zero padding never enters a mean), optionally with their standard devi
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -87,12 +88,19 @@ def get_backend(name: str, **options: Any) -> AudioBackend:
     return _REGISTRY[name](**options)
 
 
+# Backends defined in layers built on this one (the audio tower of an HTCL run lives with its training code in
+# tunespace.contrastive), named by module path and imported on first use so that encoders never imports them.
+_UPPER_LAYER_BACKENDS = ("tunespace.contrastive.backend",)
+
+
 def _import_builtin_backends() -> None:
     """Importing the modules registers their backends; heavy imports inside them stay lazy."""
     import tunespace.encoders.encodecmae  # noqa: F401
     import tunespace.encoders.hf  # noqa: F401
-    import tunespace.encoders.htcl_backend  # noqa: F401
     import tunespace.encoders.jukebox  # noqa: F401
     import tunespace.encoders.mfcc  # noqa: F401
     import tunespace.encoders.musicfm  # noqa: F401
     import tunespace.encoders.musicnn  # noqa: F401
+
+    for module in _UPPER_LAYER_BACKENDS:
+        importlib.import_module(module)

@@ -5,8 +5,10 @@ Why it is built this way:
   its tracks are done, so a killed run resumes at the first missing shard and produces byte-identical shards to an
   uninterrupted run (a shard is always computed with the same batches). Workers of a distributed run take shards
   `k % workers == worker` and write into the same folder.
-- A file that is unreadable, empty, silent, too short, non-finite or that the model fails on is recorded with the
-  reason in the shard's skipped file; the run goes on.
+- A file that is missing, not audio, empty, silent, shorter than `min_seconds`, non-finite or that the model fails
+  on is recorded with the reason in the shard's skipped file; the run goes on. A clip shorter than `min_seconds`
+  (0.5 s by default, never below the backend's own receptive field) would be embedded from a handful of frames
+  and sit among real tracks as if it were one, so it is skipped instead.
 - Audio is streamed in segments of the backend's `segment_seconds`, so a very long file costs one segment of
   memory at a time; the pooled mean (and std) is accumulated in float64 over the valid frames of all segments, so
   padding never enters the mean.
@@ -34,7 +36,7 @@ import torch
 from tunespace.audio.decode import AudioDecodeError
 from tunespace.audio.stream import audio_seconds, stream_segments
 from tunespace.encoders.base import AudioBackend, get_backend
-from tunespace.errors import TunespaceError
+from tunespace.errors import DataValidationError, TunespaceError
 from tunespace.io import atomic_path, write_text
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 POOLINGS = ("mean", "mean+std")
 SKIPPED_COLUMNS = ["track_id", "audio_path", "kind", "reason"]
+DEFAULT_MIN_SECONDS = 0.5
+# Manifest keys added after output folders already existed: an older manifest without one is not refused for it.
+LATER_MANIFEST_KEYS = ("min_seconds",)
 
 
 class ExtractionError(TunespaceError):
@@ -59,12 +64,15 @@ class ExtractionConfig:
     silence_peak: float = 1e-4  # a track whose peak |amplitude| stays below this is skipped as silent
     whole_file_seconds: float = 600.0  # longer files are streamed in the main thread instead of prefetched
     prefetch: int = 4  # tracks decoded ahead by background threads
+    min_seconds: float = DEFAULT_MIN_SECONDS  # shorter tracks are skipped (the backend's own minimum if larger)
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ExtractionError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.batch_size < 1 or self.shard_size < 1:
             raise ExtractionError("batch_size and shard_size must be positive")
+        if not self.min_seconds >= 0:
+            raise ExtractionError(f"min_seconds must be a non-negative number, got {self.min_seconds!r}")
 
 
 @dataclass
@@ -127,6 +135,7 @@ class Extractor:
             raise ExtractionError(f"backend {config.backend!r} publishes a fixed statistic; use pooling 'mean'")
         self.segment_samples = int(round(self.backend.segment_seconds * self.backend.sample_rate))
         self.min_samples = int(np.ceil(self.backend.min_seconds * self.backend.sample_rate))
+        self.min_track_seconds = max(float(config.min_seconds), float(self.backend.min_seconds))
 
     @property
     def output_dim(self) -> int:
@@ -138,14 +147,19 @@ class Extractor:
         return {"backend": config["backend"], "options": {k: str(v) for k, v in config["options"].items()},
                 "pooling": config["pooling"], "shard_size": config["shard_size"], "dim": self.output_dim,
                 "sample_rate": self.backend.sample_rate, "segment_seconds": self.backend.segment_seconds,
-                "tracks": len(tracks), "catalogue": catalogue_digest(tracks)}
+                "tracks": len(tracks), "catalogue": catalogue_digest(tracks),
+                "min_seconds": self.min_track_seconds}
 
     def run(self, tracks: pd.DataFrame, root: str | Path, out: str | Path, worker: int = 0, workers: int = 1,
-            progress: Callable[[int, float], None] | None = None) -> ExtractionReport:
-        """Embed `tracks` (track_id, audio_path relative to `root`) into shards under `out`, resuming if present."""
+            progress: Callable[[int, float], None] | None = None, source: str | None = None) -> ExtractionReport:
+        """Embed `tracks` (track_id, audio_path relative to `root`) into shards under `out`, resuming if present.
+
+        `source` names the tracks table in errors (default: `tracks.attrs["source"]`, else root/tracks.parquet).
+        """
         if not 0 <= worker < workers:
             raise ExtractionError(f"worker {worker} is not in [0, {workers})")
         root, out = Path(root), Path(out)
+        _require_columns(tracks, root, source)
         tracks = tracks.reset_index(drop=True)
         self._check_manifest(tracks, out)
         report = ExtractionReport()
@@ -172,7 +186,8 @@ class Extractor:
         path = out / MANIFEST
         if path.exists():
             existing = json.loads(path.read_text(encoding="utf-8"))
-            different = sorted(k for k in manifest if existing.get(k) != manifest[k])
+            different = sorted(k for k in manifest if existing.get(k) != manifest[k]
+                               and (k in existing or k not in LATER_MANIFEST_KEYS))
             if different:
                 raise ExtractionError(f"{path}: this folder holds another extraction (differs in "
                                       f"{', '.join(different)}); use a new --out or remove it")
@@ -319,8 +334,8 @@ class Extractor:
             return None, track.error
         if track.samples == 0:
             return None, "empty: no samples"
-        if track.samples < self.min_samples:
-            return None, f"too short: {track.samples / rate:.3f} s < {self.backend.min_seconds:.3f} s"
+        if track.samples < self.min_samples or track.samples < self.min_track_seconds * rate:
+            return None, f"shorter than {_seconds(self.min_track_seconds)} s: {_seconds(track.samples / rate)} s"
         if track.peak < self.config.silence_peak:
             return None, f"silent: peak amplitude {track.peak:.2e} < {self.config.silence_peak:.0e}"
         if track.frames == 0:
@@ -341,6 +356,25 @@ def extract_embeddings(tracks: pd.DataFrame, root: str | Path, out: str | Path, 
                        progress: Callable[[int, float], None] | None = None) -> ExtractionReport:
     """Convenience wrapper: build the backend from `config` and run it; see :class:`Extractor`."""
     return Extractor(config).run(tracks, root, out, worker=worker, workers=workers, progress=progress)
+
+
+def _require_columns(tracks: pd.DataFrame, root: Path, source: str | None) -> None:
+    """A table without track_id or audio_path is one clear error naming the table, not a KeyError mid-run."""
+    missing = [c for c in ("track_id", "audio_path") if c not in tracks.columns]
+    if not missing:
+        return
+    if source is None:
+        source = tracks.attrs.get("source") or (
+            str(root / "tracks.parquet") if (root / "tracks.parquet").exists() else "tracks table")
+    present = ", ".join(map(str, tracks.columns)) or "none"
+    raise DataValidationError(str(source), f"missing column needed for audio extraction (columns present: {present}"
+                              f"); audio_path is each track's audio file relative to {root}", column=missing[0])
+
+
+def _seconds(value: float) -> str:
+    """1.0, 0.5, 0.18, 0.025: enough digits to tell a clip from the threshold, no more."""
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _kind(reason: str, path: str) -> str:

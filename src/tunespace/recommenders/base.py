@@ -20,6 +20,7 @@ import torch
 from tunespace.data.catalog import IdMap
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
+from tunespace.devices import resolve_device
 from tunespace.errors import ModelConfigError, NotFittedError, TunespaceError, UnknownIdError
 from tunespace.evaluation.ranking import Scorer, TopK, top_k
 from tunespace.io import atomic_path, write_text
@@ -45,12 +46,6 @@ def register(name: str):  # noqa: ANN201 - decorator
         return cls
 
     return decorate
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Recommender(ABC):

@@ -1,5 +1,6 @@
 """`htcl`: the audio tower of a trained HTCL run as an extraction backend (`--option run=RUN_FOLDER`), so its
-track embeddings come out of the same resumable, sharded pipeline as every other backend's."""
+track embeddings come out of the same resumable, sharded pipeline as every other backend's. It lives beside the
+training code it reads; the encoder registry imports it by module path (tunespace.encoders.base)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Named datasets for the CLI and benchmarks: each gives a Dataset plus the content embeddings it brings.
 
-Content that depends on time (hetrec's tags) is built from what was known before the cutoff only.
+Content that depends on time (hetrec's tags) is built from what was known before the cutoff only. This module
+joins data loaders with the text encoder, so it sits above both layers rather than inside `tunespace.data`.
 """
 
 from __future__ import annotations
