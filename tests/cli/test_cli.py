@@ -100,3 +100,88 @@ def test_embed_then_benchmark_with_the_embedding_folder(tmp_path, capsys):
     assert code == 0
     assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "ease", "knn[mfcc]",
                                                                                "knn+pop[mfcc]"]
+
+
+def _cheap_corpus(out, *args, **kwargs) -> dict:
+    """A stand-in for `_build_corpus`: 40 tracks of short sine tones and a synthetic log moved onto the corpus's
+    cutoff, so the demo runs its real embedding and benchmark steps in seconds."""
+    import numpy as np
+    import soundfile
+
+    from tunespace.corpus.build import CUTOFF
+
+    dataset, _ = synthetic_dataset(SyntheticConfig(users=60, tracks=40, artists=4, seed=7))
+    (out / "audio").mkdir(parents=True)
+    t = np.arange(12000) / 16000  # 0.75 s: embedding skips anything under 0.5 s
+    for number, track_id in enumerate(dataset.tracks["track_id"]):
+        soundfile.write(out / "audio" / f"{track_id}.wav",
+                        (0.3 * np.sin(2 * np.pi * (150 + 25 * number) * t)).astype(np.float32), 16000)
+    dataset.tracks = dataset.tracks.assign(audio_path=[f"audio/{i}.wav" for i in dataset.tracks["track_id"]],
+                                           instrument_family=[("strings", "wind")[i % 2] for i in
+                                                              range(len(dataset.tracks))])
+    shift = pd.Timestamp(CUTOFF, tz="UTC") - pd.Timestamp(SYNTHETIC_CUTOFF, tz="UTC")
+    dataset.interactions = dataset.interactions.assign(timestamp=dataset.interactions["timestamp"] + shift)
+    dataset.save(out)
+    return {}
+
+
+def test_demo_leads_to_the_benchmark_with_its_backends(tmp_path, capsys, monkeypatch):
+    import tunespace.cli.main as cli
+    from tunespace.corpus.build import CUTOFF
+
+    monkeypatch.setattr(cli, "_build_corpus", lambda size, out, *a, **k: _cheap_corpus(out))
+    monkeypatch.setattr(cli, "DEMO_BACKENDS", ("mfcc",))
+    out = tmp_path / "demo-results"
+    assert main(["demo", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert (out / "corpus" / "emb" / "mfcc" / "manifest.json").exists()  # where --backends looks
+    corpus = out / "corpus"
+    assert "next, try:" in said
+    assert (f"tunespace benchmark recsys --dataset folder --data {corpus} --backends mfcc --cutoff {CUTOFF} "
+            f"--test-start {CUTOFF} --out {out / 'benchmark'}") in said
+    assert f"tunespace htcl pretrain --data {corpus} --out {out / 'htcl-stage1'}" in said
+    assert f"tunespace report --eval {out / 'htcl-eval'}" in said
+    # the printed benchmark command works as it stands (fewer models, to stay quick)
+    assert main(["benchmark", "recsys", "--dataset", "folder", "--data", str(corpus), "--backends", "mfcc",
+                 "--models", "popularity,knn", "--cutoff", CUTOFF, "--test-start", CUTOFF, "--no-popularity-aware",
+                 "--out", str(tmp_path / "bench")]) == 0
+    assert list(pd.read_csv(tmp_path / "bench" / "results.csv")["model"]) == ["popularity", "ease", "knn[mfcc]"]
+
+
+def test_demo_next_steps_without_backends_runs_collaborative_models(tmp_path):
+    from tunespace.cli.main import COLLABORATIVE_MODELS, _demo_next_steps
+
+    text = _demo_next_steps(tmp_path, [], "2025-01-01")
+    assert "--backends" not in text and f"--models {COLLABORATIVE_MODELS}" in text
+    assert len(text.splitlines()) == 5  # a heading and four commands
+
+
+def test_benchmark_needs_a_dataset_and_reaches_for_nothing_outside(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["benchmark", "recsys"]) == 2
+    said = capsys.readouterr().out.strip()
+    assert said == "usage error: Missing option '--dataset'."
+
+
+def test_embed_without_a_terminal_logs_progress_lines_and_an_unwrapped_skipped_title(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    import soundfile
+
+    import tunespace.cli.main as cli
+
+    folder = tmp_path / "a folder with a rather long name so the skipped title would wrap in a narrow table"
+    (folder / "audio").mkdir(parents=True)
+    t = np.arange(8000) / 16000
+    for number in range(6):
+        signal = np.zeros_like(t) if number == 4 else 0.3 * np.sin(2 * np.pi * (150 + 20 * number) * t)
+        soundfile.write(folder / "audio" / f"t{number}.wav", signal.astype(np.float32), 16000)
+    pd.DataFrame({"track_id": [f"t{n}" for n in range(6)],
+                  "audio_path": [f"audio/t{n}.wav" for n in range(6)]}).to_parquet(folder / "tracks.parquet")
+    monkeypatch.setattr(cli, "EMBED_LOG_TRACKS", 2)
+    assert main(["embed", "--backend", "mfcc", "--data", str(folder), "--out", str(tmp_path / "emb")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    logged = [line for line in lines if line.startswith("embedded ")]
+    assert [line.split(" tracks,")[0] for line in logged] == ["embedded 2/6", "embedded 4/6", "embedded 6/6"]
+    assert logged[-1].endswith(" s") and "audio min, 1 skipped, " in logged[-1]
+    title = f"skipped tracks (all 1 with reasons in {tmp_path / 'emb'}/shard-*.skipped.parquet)"
+    assert title in lines  # one line of its own, however narrow the table under it

@@ -291,3 +291,78 @@ def test_a_tracks_table_without_audio_path_is_one_clear_error(tmp_path):
     with pytest.raises(DataValidationError, match=f"^{tmp_path / 'tracks.parquet'}, column"):
         Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_crash_mid_shard_resumes_from_the_checkpoint_with_byte_identical_shards(tmp_path):
+    signals = {f"t{i:02d}": tone(0.3 + 0.25 * (i % 3), 200 + 15 * i, seed=i) for i in range(10)}
+    signals["t04"] = np.zeros(RATE // 2, np.float32)  # a skipped one before the checkpoint
+    signals["t08"] = np.zeros(RATE // 2, np.float32)  # and one after it
+    tracks = catalogue(tmp_path, signals)
+    config = ExtractionConfig("frame-means", batch_size=2, min_seconds=0.1, checkpoint_tracks=3,
+                              checkpoint_seconds=1e9)  # one shard of 10 tracks, checkpoints after 3, 6 and 9
+    clean_backend = FrameMeans()
+    Extractor(config, clean_backend).run(tracks, tmp_path, tmp_path / "clean")
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        Extractor(config, CrashingFrameMeans(crash_at=clean_backend.calls - 2)).run(tracks, tmp_path, crashed)
+    assert not (crashed / "shard-00000.parquet").exists() and (crashed / "partial-00000.parquet").exists()
+    assert len(pd.read_parquet(crashed / "partial-00000.parquet")) == 6  # the crash came before the third
+    resumed_backend = FrameMeans()
+    report = Extractor(config, resumed_backend).run(tracks, tmp_path, crashed)
+    assert report.shards_written == 1 and resumed_backend.calls < clean_backend.calls / 2
+    assert not (crashed / "partial-00000.parquet").exists()
+    for name in ("shard-00000.parquet", "shard-00000.skipped.parquet"):
+        assert (crashed / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+    assert (report.embedded, report.skipped) == (8, 2)
+    assert list(ItemEmbeddings.load(crashed).ids) == [t for t in signals if t not in ("t04", "t08")]
+
+
+def test_a_grown_catalogue_embeds_only_the_new_tracks(tmp_path):
+    signals = {f"t{i}": tone(0.6, 200 + 30 * i, seed=i) for i in range(8)}
+    tracks = catalogue(tmp_path, signals)
+    config = ExtractionConfig("frame-means", batch_size=1)
+    out = tmp_path / "out"
+    first = FrameMeans()
+    Extractor(config, first).run(tracks.iloc[:5], tmp_path, out)
+    assert first.calls == 5 * 2  # two 0.5 s segments a track, one per batch
+    grown = FrameMeans()
+    report = Extractor(config, grown).run(tracks.sample(frac=1.0, random_state=1), tmp_path, out)  # order is free
+    assert grown.calls == 3 * 2 and (report.shards_reused, report.shards_written, report.embedded) == (1, 1, 3)
+    loaded = ItemEmbeddings.load(out)
+    assert sorted(loaded.ids) == sorted(signals) and len(loaded.ids) == 8
+    again = FrameMeans()
+    assert Extractor(config, again).run(tracks, tmp_path, out).shards_reused == 2 and again.calls == 0
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tracks"] == 8 and manifest["batches"] == [5, 3] and manifest["shards"] == 2
+
+
+def test_a_removed_or_changed_track_is_refused_with_one_line(tmp_path):
+    tracks = catalogue(tmp_path, {"a": tone(0.6), "b": tone(0.6, 300.0), "c": tone(0.6, 400.0)})
+    out = tmp_path / "out"
+    Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, out)
+    with pytest.raises(ExtractionError, match=r"^[^\n]*track 'b' of this folder is no longer in the tracks table"):
+        Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks.drop(index=1), tmp_path, out)
+    moved = tracks.assign(audio_path=tracks["audio_path"].replace("audio/c.wav", "audio/c2.wav"))
+    with pytest.raises(ExtractionError, match=r"^[^\n]*track 'c' changed its audio_path"):
+        Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(moved, tmp_path, out)
+
+
+def test_a_folder_from_before_the_catalogue_file_grows_when_its_tracks_come_first(tmp_path):
+    tracks = catalogue(tmp_path, {f"t{i}": tone(0.6, 200 + 30 * i, seed=i) for i in range(4)})
+    out = tmp_path / "out"
+    Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks.iloc[:2], tmp_path, out)
+    (out / "catalogue.parquet").unlink()  # written by an older version
+    with pytest.raises(ExtractionError, match="not the first rows"):
+        Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks.iloc[::-1], tmp_path, out)
+    report = Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, out)
+    assert (report.shards_reused, report.embedded) == (1, 2)
+    assert list(ItemEmbeddings.load(out).ids) == ["t0", "t1", "t2", "t3"]
+
+
+def test_loaders_count_the_shards_a_grown_manifest_promises():
+    from tunespace.data.embeddings import expected_shards
+
+    assert expected_shards({"tracks": 8, "shard_size": 256}) == 1  # a folder that never grew
+    assert expected_shards({"tracks": 8, "shard_size": 256, "shards": 2}) == 2  # 5 tracks, then 3 more

@@ -1,7 +1,8 @@
 """The torch MusiCNN against the reference musicnn 0.1.0 (TensorFlow) outputs in fixtures/musicnn_reference.npz.
 
-The weights come from the musicnn wheel (`pip install --no-deps musicnn==0.1.0`); tests that need them are skipped
-when it is not installed.
+The weights are the safetensors files packaged in tunespace/encoders/weights/musicnn, converted from the TF1
+checkpoints of musicnn 0.1.0; the tests that compare them with those checkpoints need the musicnn wheel
+(`pip install --no-deps musicnn==0.1.0`) and are skipped without it.
 
 Every comparison reports its largest |torch - TensorFlow| difference: printed per output (`pytest -rA`), attached as
 a user property (junit XML), and, with TUNESPACE_RECORD_PARITY=1 (or a folder), written with the run's provenance
@@ -31,7 +32,10 @@ from tunespace.provenance import bench_record_path, recorded_run
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[2]
 needs_wheel = pytest.mark.skipif(importlib.util.find_spec("musicnn") is None,
-                                 reason="musicnn weights not installed: pip install --no-deps musicnn==0.1.0")
+                                 reason="musicnn TF1 checkpoints not installed: pip install --no-deps musicnn==0.1.0")
+needs_weights = pytest.mark.skipif(not all((mn.WEIGHTS_DIR / f"{m}.safetensors").is_file() for m in mn.MODELS)
+                                   and importlib.util.find_spec("musicnn") is None,
+                                   reason="neither the packaged musicnn weights nor the musicnn wheel are installed")
 # Absolute tolerances on |torch - TensorFlow|, per architecture and output: twice the largest difference measured
 # over the fixture's clips and every test below, rounded up to one significant digit. Measured (Intel Xeon, torch
 # 2.13 on one thread; the same on two): musicnn taggram 2.4e-6, penultimate 1.5e-5, mean pool 8.2e-5, max pool
@@ -180,7 +184,7 @@ def test_front_end_matches_librosa_reference(reference, clips, record_property):
         assert np.mean(difference < 1e-5) > 0.999
 
 
-@needs_wheel
+@needs_weights
 @pytest.mark.parametrize("model", mn.MODELS)
 def test_parity_with_tensorflow_reference(reference, clips, networks, model, record_property):
     for name, clip in clips.items():
@@ -195,7 +199,7 @@ def test_parity_with_tensorflow_reference(reference, clips, networks, model, rec
                                         else {"penultimate", "mean_pool", "max_pool"})
 
 
-@needs_wheel
+@needs_weights
 def test_every_patch_has_its_own_penultimate(reference, clips, networks):
     """The upstream extractor repeats the first patch's penultimate values; the port must not."""
     result = mn.musicnn_features(clips["loud"], model="MSD_musicnn", network=networks["MSD_musicnn"])
@@ -204,7 +208,7 @@ def test_every_patch_has_its_own_penultimate(reference, clips, networks):
     assert_close(penultimate, reference["loud__MSD_musicnn__penultimate"], "MSD_musicnn", "penultimate")
 
 
-@needs_wheel
+@needs_weights
 def test_backend_contract_and_batching(reference, clips, record_property):
     backend = get_backend("musicnn-msd")
     assert (backend.name, backend.sample_rate, backend.dim, backend.output_dim) == ("musicnn-msd", 16000, 200, 200)
@@ -224,7 +228,7 @@ def test_backend_contract_and_batching(reference, clips, record_property):
     assert backend.finalize(mean, np.array([6])).shape == (1, 200)
 
 
-@needs_wheel
+@needs_weights
 @pytest.mark.parametrize("name,layer,dim", [("musicnn-mtt", "taggram", 50), ("musicnn-msd", "max_pool", 753),
                                             ("musicnn-mtt", "mean_pool", 753), ("vgg-msd", "penultimate", 256),
                                             ("vgg-mtt", "taggram", 50)])
@@ -244,7 +248,7 @@ def test_unknown_layer_and_model():
         mn.checkpoint_dir("MSD_musicnn_big")
 
 
-@needs_wheel
+@needs_weights
 def test_loud_audio_stays_finite(clips, networks):
     """Full-scale and clipped (|x| up to 4) audio: numpy 2's float16 arithmetic overflows upstream, not here."""
     t = np.arange(4 * 16000) / 16000
@@ -261,7 +265,7 @@ def test_loud_audio_stays_finite(clips, networks):
             assert np.isinf(np.log10(10000 * power.astype(np.float16) + 1)).any()
 
 
-@needs_wheel
+@needs_weights
 def test_shorter_than_one_patch(networks):
     backend = get_backend("musicnn-msd")
     assert backend.min_seconds == pytest.approx(2.976)
@@ -286,7 +290,7 @@ def test_shorter_than_one_patch(networks):
     np.testing.assert_allclose(padded.taggram, direct, atol=1e-6)
 
 
-@needs_wheel
+@needs_weights
 def test_resampling_and_tags(clips, networks):
     import soxr
 
@@ -303,15 +307,80 @@ def test_weights_option_and_real_checkpoint(tmp_path):
     package = mn.musicnn_package_dir()
     assert mn.checkpoint_dir("MTT_vgg", weights=package) == package / "MTT_vgg"
     assert mn.checkpoint_dir("MTT_vgg", weights=package / "MTT_vgg") == package / "MTT_vgg"
-    with pytest.raises(BackendUnavailableError, match="no MSD_musicnn checkpoint"):
+    with pytest.raises(BackendUnavailableError, match="no MSD_musicnn weights"):
         get_backend("musicnn-msd", weights=tmp_path)
     index = read_index(package / "MSD_musicnn")
     assert index.entries["conv2d_1/kernel"].shape == (7, 67, 1, 204)  # the 7 x 67 timbral filters
     assert len(index.entries) == 150  # the model's variables and their Adam slots
 
 
-def test_missing_wheel_names_the_install_line(monkeypatch):
+def test_missing_weights_name_the_install_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(mn, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(mn, "musicnn_package_dir", lambda: None)
-    with pytest.raises(BackendUnavailableError, match=r"pip install --no-deps musicnn==0\.1\.0"):
+    with pytest.raises(BackendUnavailableError, match=r"musicnn weights are not installed.*reinstall tunespace"):
         get_backend("musicnn-msd")
-    assert mn.tag_names("MSD_musicnn") is None
+    with pytest.raises(BackendUnavailableError, match=r"pip install --no-deps musicnn==0\.1\.0"):
+        mn.checkpoint_dir("MSD_musicnn")
+    assert mn.tag_names("MSD_musicnn")[0] == "rock" and mn.tag_names("MTT_vgg")[0] == "guitar"
+
+
+@needs_weights
+def test_packaged_weights_load_without_the_wheel(monkeypatch):
+    """The default weights are the packaged safetensors files: no musicnn wheel is needed."""
+    monkeypatch.setattr(mn, "musicnn_package_dir", lambda: None)
+    assert mn.weights_path("MTT_musicnn") == mn.WEIGHTS_DIR / "MTT_musicnn.safetensors"
+    backend = get_backend("musicnn-mtt", layer="taggram")
+    noise = np.random.default_rng(0).standard_normal(mn.MIN_SAMPLES).astype(np.float32) * 0.1
+    features, valid = backend.frames(torch.from_numpy(noise)[None], torch.tensor([len(noise)]))
+    assert features.shape == (1, 1, 50) and bool(valid.all()) and bool(((features > 0) & (features < 1)).all())
+
+
+def test_packaged_weights_are_small_and_licensed():
+    files = sorted(mn.WEIGHTS_DIR.glob("*.safetensors"))
+    assert [f.stem for f in files] == sorted(mn.MODELS)
+    assert sum(f.stat().st_size for f in files) < 20e6  # about 11 MB for the four models
+    notice = (mn.WEIGHTS_DIR / "LICENSE").read_text()
+    assert "ISC" in notice and "Permission to use, copy, modify" in notice
+    for f in files:
+        metadata = mn.safetensors_metadata(f)
+        assert metadata["model"] == f.stem and metadata["license"].startswith("ISC")
+        assert json.loads(metadata["tags"]) == mn.tag_names(f.stem)
+
+
+@needs_wheel
+@pytest.mark.parametrize("model", mn.MODELS)
+def test_packaged_weights_equal_tf1_checkpoints(model, tmp_path):
+    """The conversion's parity: every variable of the packaged file equals the TF1 checkpoint's, bit for bit, and a
+    fresh conversion gives the same tensors and metadata; all three load to networks with identical outputs."""
+    from safetensors.numpy import load_file
+
+    from tunespace.encoders.tf_checkpoint import read_checkpoint
+
+    packaged = load_file(str(mn.WEIGHTS_DIR / f"{model}.safetensors"))
+    names = (mn.Vgg if model.endswith("vgg") else mn.MusiCNN).variable_names()
+    original = read_checkpoint(mn.checkpoint_dir(model), names=names)
+    assert sorted(packaged) == sorted(original) == sorted(names)
+    for name in names:
+        assert packaged[name].dtype == original[name].dtype == np.float32
+        np.testing.assert_array_equal(packaged[name], original[name], err_msg=name)
+    (converted,) = mn.convert_musicnn_checkpoints(tmp_path, models=[model])
+    fresh = load_file(str(converted))
+    assert all(np.array_equal(fresh[name], packaged[name]) for name in names)
+    assert mn.safetensors_metadata(converted) == mn.safetensors_metadata(mn.WEIGHTS_DIR / f"{model}.safetensors")
+    patches = torch.randn(2, mn.PATCH_FRAMES, mn.N_MELS, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        from_tf = mn.load_model(model, weights=mn.musicnn_package_dir())(patches)
+        from_safetensors = mn.load_model(model)(patches)
+        from_file = mn.load_model(model, weights=converted)(patches)
+    for key, value in from_tf.items():
+        assert torch.equal(value, from_safetensors[key]) and torch.equal(value, from_file[key]), key
+
+
+@needs_wheel
+def test_tf1_checkpoints_are_the_fallback(monkeypatch, tmp_path):
+    monkeypatch.setattr(mn, "WEIGHTS_DIR", tmp_path)
+    package = mn.musicnn_package_dir()
+    assert mn.weights_path("MSD_vgg") == package / "MSD_vgg"
+    assert mn.weights_path("MSD_vgg", weights=package) == package / "MSD_vgg"
+    with pytest.raises(BackendUnavailableError, match="no MSD_vgg weights"):
+        mn.weights_path("MSD_vgg", weights=tmp_path)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -10,13 +13,17 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from tunespace.evaluation.significance import SignificanceError, bounded_interval
 from tunespace.reports.html import (
     Heading,
     Paragraph,
     Plot,
     ReportError,
     Table,
+    evaluation_report,
+    human_header,
     render_html,
+    significant,
     tradeoff_plot,
     write_html_report,
 )
@@ -183,3 +190,110 @@ def test_tradeoff_plot_errors_and_missing_values():
     assert "lambda=0.5" not in labels
     with pytest.raises(ReportError, match="no row"):
         tradeoff_plot(frame.assign(**{"ndcg@50": np.nan}), "t2a_R@10", "ndcg@50", "lambda")
+
+
+def test_bounded_interval_wilson_known_answers():
+    # hand-computed, z = 1.959964: 5 hits of 10 -> 0.5 -/+ 0.263407; 0 of 10 -> [0, 2 * 0.138767]
+    half = bounded_interval(np.r_[np.ones(5), np.zeros(5)])
+    assert (half.mean, half.low, half.high, half.n) == (0.5, pytest.approx(0.236593, abs=1e-6),
+                                                       pytest.approx(0.763407, abs=1e-6), 10)
+    none = bounded_interval(np.zeros(10))
+    assert none.low == 0.0 and none.high == pytest.approx(0.277533, abs=1e-6)
+    every = bounded_interval(np.ones(10))
+    assert every.low == pytest.approx(0.722467, abs=1e-6) and every.high <= 1.0
+    # a 0/10 range scales the same way; 1 hit in 50 stays above 0 where a t-interval would not
+    assert bounded_interval(np.zeros(10) + 10, low=0, high=10).low == pytest.approx(7.22467, abs=1e-5)
+    assert bounded_interval(np.r_[1.0, np.zeros(49)]).low > 0
+
+
+def test_bounded_interval_bootstrap_stays_in_range():
+    for values in (np.zeros(20), np.ones(20)):
+        interval = bounded_interval(values, method="bootstrap")
+        assert interval.low == interval.high == values[0]
+    values = np.r_[np.zeros(40), np.full(2, 0.9)]
+    first, again = (bounded_interval(values, method="bootstrap", seed=3) for _ in range(2))
+    assert first == again and 0.0 <= first.low <= first.mean <= first.high <= 1.0
+    with pytest.raises(SignificanceError, match="all 0"):
+        bounded_interval(values)  # Wilson needs hits
+    with pytest.raises(SignificanceError, match="outside"):
+        bounded_interval(np.r_[0.5, 1.5], method="bootstrap")
+    with pytest.raises(SignificanceError, match="unknown method"):
+        bounded_interval(values, method="t")
+
+
+def test_human_headers_and_digits():
+    assert human_header("t2a_R@1") == "text->audio R@1"
+    assert human_header("hit_rate@50") == "HR@50"
+    assert human_header("validation_ndcg@50_split_sd") == "validation NDCG@50 sd over split seeds"
+    assert human_header("a2t_median_rank") == "audio->text median rank"
+    assert [significant(v) for v in (0.0704, 2.0, 12.345, 1234.0, 9.0, np.nan, 0.0001234, "x")] == \
+        ["0.070", "2", "12.3", "1234", "9", "—", "1.23e-04", "x"]
+    assert significant(2.5) == "2.50"
+
+
+def evaluation_folder(path, lambdas):
+    """A small synthetic `htcl evaluate` folder: 1 hit in 50 users has a t-interval below 0."""
+    path.mkdir()
+    runs = ["s1", "control"] + [f"s2-{i}" for i in range(len(lambdas))]
+    rows = []
+    for part in ("validation", "test"):
+        for i, run in enumerate(runs):
+            rows.append({"run": run, "status": "fixed arm" if i < 2 else "candidate", "part": part,
+                         "lambda": np.nan if i < 2 else lambdas[i - 2], "mu": 0.0, "t2a_R@1": 0.1 * i,
+                         "t2a_R@10": 0.2 + 0.1 * i, "a2t_R@10": 0.3})
+    pd.DataFrame(rows).to_csv(path / "semantic.csv", index=False)
+    long_name = "knn[" + "a-very-long-embedding-set-name-" * 4 + "]"
+    models = ["popularity"] + [f"knn[{run}]" for run in runs] + [long_name]
+    n = len(models)
+    frame = pd.DataFrame({"model": models, "users": [50.0] * n, "split_seeds": [1] * n,
+                          "hit_rate@50": [0.02] * n, "hit_rate@50_low": [-0.0025] * n,
+                          "hit_rate@50_high": [0.0395] * n, "ndcg@50": [0.01] * n,
+                          "ndcg@50_low": [-0.004] * n, "ndcg@50_high": [0.024] * n, "status": ["fixed arm"] * n})
+    frame.to_csv(path / "preference.csv", index=False)
+    frame.to_csv(path / "cold.csv", index=False)
+    pd.DataFrame({"run": runs[2:], "role": "candidate", "lambda": lambdas, "validation_ndcg@50": 0.05,
+                  "validation_t2a_R@10": 0.4, "qualified": True, "selected": [True] + [False] * (len(lambdas) - 1)}
+                 ).to_csv(path / "selection.csv", index=False)
+    return path
+
+
+def test_evaluation_report_one_lambda(tmp_path):
+    folder = evaluation_folder(tmp_path / "eval", [0.5, 0.5])
+    parsed = Page(evaluation_report(folder, tmp_path / "report.html").read_text())
+    text = "".join(parsed.text)
+    assert len(parsed.named("img")) == 1 and parsed.named("img")[0]["src"].startswith("data:image/png;base64,")
+    assert "trade-off panel is absent" in text and "has 1" in text
+    header, first, *_ = parsed.tables[2]  # selection, semantic, preference
+    assert header == ["model", "users", "HR@50", "NDCG@50", "status"]
+    # Wilson for 1 hit in 50 users (hand-computed: 0.00354, 0.10501), in place of the CSV's -0.0025..0.0395
+    assert first[2] == "0.020 (0.004-0.105)"
+    assert first[3] == "0.010 (-0.004-0.024) *"  # the t-interval is shown as computed, and marked
+    assert "HR@50: Wilson 95% interval" in text and "NDCG@50: per-user 95% t-interval" in text
+    assert "text->audio R@1" in parsed.tables[1][0]
+
+
+def test_evaluation_report_lambda_curve(tmp_path):
+    folder = evaluation_folder(tmp_path / "eval", [0.0, 0.5, 1.0])
+    text = evaluation_report(folder, tmp_path / "report.html").read_text()
+    assert "panel is absent" not in text and len(Page(text).named("img")) == 1
+
+
+def test_page_fits_headless_chromium(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
+    folder = evaluation_folder(tmp_path / "eval", [0.0, 0.5, 1.0])
+    page = evaluation_report(folder, tmp_path / "report.html")
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,900"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # the page has no script of its own: a copy with a measuring one reports scrollWidth in the dumped DOM
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", "<script>window.addEventListener('load', () => "
+                     "document.body.setAttribute('data-fit', document.querySelectorAll('figure img').length + ' ' + "
+                     "document.documentElement.scrollWidth + ' ' + window.innerWidth));</script></body>"))
+    dom = subprocess.run([*args, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    images, scroll, width = map(int, re.search(r'data-fit="(\d+) (\d+) (\d+)"', dom).groups())
+    assert images == 1 and 0 < scroll <= width, (scroll, width)

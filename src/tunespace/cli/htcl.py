@@ -22,6 +22,14 @@ PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighb
                       "history": {"weight": 1.0, "profile_size": 4},
                       "listener": {"weight": 1.0, "holdout_share": 0.2, "order": "latest"}}
 DEFAULT_PAIRS = "session,playlist"
+FINETUNE_DEFAULTS: dict[str, object] = {"pairs": DEFAULT_PAIRS, "semantic_weight": 0.5, "tune": "all",
+                                        "popularity_correction": 0.0, "learn_popularity": False}
+# Named stage-2 recipes: flag values, and `set:KEY` config overrides (explicit flags and --set still win).
+FINETUNE_PRESETS: dict[str, dict[str, object]] = {
+    "listener": {"pairs": "listener", "semantic_weight": 0.1, "tune": "head", "popularity_correction": 1.0,
+                 "learn_popularity": True, "set:audio.adapter_hidden": 256, "set:train.batch_size": 256,
+                 "set:train.lr": 0.001, "set:train.warmup_steps": 100, "set:train.steps": 2000},
+}
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, object]:
@@ -157,26 +165,32 @@ def finetune(
     init: Annotated[Path, typer.Option(help="The stage-1 run folder to start from; its holdout.json must be this "
                                             "corpus's held-out set (else refused).")],
     out: Annotated[Path, typer.Option(help="Run folder of this stage.")],
-    semantic_weight: Annotated[float, typer.Option("--lambda", help="Weight of the kept audio-text loss.")] = 0.5,
+    preset: Annotated[str | None, typer.Option(
+        help="A named recipe: `listener` is the configuration the README reports as working (the listener source, "
+             "lambda 0.1, head tuning with a 256-wide adapter, the popularity weight learned from 1, batch 256, "
+             "lr 1e-3, 100 warm-up steps, 2,000 steps). Flags and --set given explicitly override it.")] = None,
+    semantic_weight: Annotated[float | None, typer.Option(
+        "--lambda", help="Weight of the kept audio-text loss (default 0.5, or the preset's).")] = None,
     anchor_weight: Annotated[float, typer.Option("--mu", help="Weight of the distillation to stage 1.")] = 0.0,
-    pairs: Annotated[str, typer.Option(help="Preference pair sources: session and/or playlist (track-track), "
+    pairs: Annotated[str | None, typer.Option(help="Preference pair sources: session and/or playlist (track-track), "
                                              "history (a listener's profile -> one more of their tracks), or "
                                              "listener alone (each listener's latest tracks ranked among the whole "
-                                             "catalogue from the rest; needs --tune head).")]
-    = DEFAULT_PAIRS,
-    tune: Annotated[str, typer.Option(help="all: the whole audio tower on random crops; head: the stage-1 trunk "
-                                           "frozen, its window features cached, the projection (and adapter) "
-                                           "trained: minutes on a CPU.")] = "all",
+                                             "catalogue from the rest; needs --tune head). Default "
+                                             f"{DEFAULT_PAIRS}, or the preset's.")] = None,
+    tune: Annotated[str | None, typer.Option(help="all: the whole audio tower on random crops; head: the stage-1 "
+                                                  "trunk frozen, its window features cached, the projection (and "
+                                                  "adapter) trained: minutes on a CPU. Default all, or the "
+                                                  "preset's.")] = None,
     catalogue_negatives: Annotated[int, typer.Option(
         help="Also rank each preference anchor against this many tracks drawn uniformly from the catalogue "
              "(0: in-batch negatives only).")] = 0,
-    popularity_correction: Annotated[float, typer.Option(
+    popularity_correction: Annotated[float | None, typer.Option(
         help="alpha in [0, 1]: add alpha * log(1 + train plays) to each candidate's logit, so the embeddings need "
-             "not memorise popularity (1: pointwise mutual information); with --learn-popularity its start.")]
-    = 0.0,
-    learn_popularity: Annotated[bool, typer.Option(
+             "not memorise popularity (1: pointwise mutual information); with --learn-popularity its start. "
+             "Default 0, or the preset's.")] = None,
+    learn_popularity: Annotated[bool | None, typer.Option(
         help="listener source: train the popularity weight with the model, so popularity is explained by it and "
-             "not by the embeddings.")] = False,
+             "not by the embeddings. Default off, or the preset's.")] = None,
     steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: train.lr=0.0003.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from out/last.pt if present.")] = False,
@@ -186,17 +200,27 @@ def finetune(
     held-out tracks' audio is never in a batch: not as anchor, positive, profile track or catalogue draw."""
     from tunespace.contrastive.htcl import ConfigError, load_config
 
+    if preset is not None and preset not in FINETUNE_PRESETS:
+        raise ConfigError(f"--preset: unknown preset {preset!r}; choose from {', '.join(FINETUNE_PRESETS)}")
+    recipe = FINETUNE_PRESETS.get(preset or "", {})
+    flags = {key: value for key, value in recipe.items() if not key.startswith("set:")}
+    given = {"pairs": pairs, "semantic_weight": semantic_weight, "tune": tune,
+             "popularity_correction": popularity_correction, "learn_popularity": learn_popularity}
+    chosen = {**FINETUNE_DEFAULTS, **flags, **{k: v for k, v in given.items() if v is not None}}
+    pairs = str(chosen["pairs"])
     names = [name.strip() for name in pairs.split(",") if name.strip()]
     unknown = [name for name in names if name not in PREFERENCE_SOURCES]
     if unknown or not names:
         raise ConfigError(f"--pairs: unknown pair source(s) {unknown or pairs!r}; choose from "
                           f"{', '.join(PREFERENCE_SOURCES)}")
     sources = {name: dict(PREFERENCE_SOURCES[name]) for name in names}
-    overrides: dict[str, object] = {"stage.preference_sources": sources, "stage.semantic_weight": semantic_weight,
-                                    "stage.anchor_weight": anchor_weight, "stage.tune": tune,
+    overrides: dict[str, object] = {"stage.preference_sources": sources,
+                                    "stage.semantic_weight": chosen["semantic_weight"],
+                                    "stage.anchor_weight": anchor_weight, "stage.tune": chosen["tune"],
                                     "stage.catalogue_negatives": catalogue_negatives,
-                                    "stage.popularity_correction": popularity_correction,
-                                    "stage.learn_popularity": learn_popularity}
+                                    "stage.popularity_correction": chosen["popularity_correction"],
+                                    "stage.learn_popularity": chosen["learn_popularity"]}
+    overrides.update({key[len("set:"):]: value for key, value in recipe.items() if key.startswith("set:")})
     overrides.update(_overrides(set_))
     if steps is not None:
         overrides["train.steps"] = steps
@@ -258,10 +282,13 @@ def evaluate(
     --test-all-runs. The KNN fit does not depend on the split seed: it is fitted once and each split seed's users
     are slices of one ranking; re-weighting popularity is a re-score, not a refit. Every run must hold out the
     corpus's held-out set (its holdout.json)."""
-    from tunespace.contrastive.evaluate import (popularity_label, preference_results, semantic_evaluation,
-                                                track_embeddings)
-    from tunespace.contrastive.htcl import (AudioBank, ConfigError, Corpus, build_model, check_run_holdout,
-                                           load_config)
+    from tunespace.contrastive.evaluate import (
+        popularity_label,
+        preference_results,
+        semantic_evaluation,
+        track_embeddings,
+    )
+    from tunespace.contrastive.htcl import AudioBank, ConfigError, Corpus, build_model, check_run_holdout, load_config
     from tunespace.contrastive.selection import select_run, summary_line
     from tunespace.devices import resolve_device
     from tunespace.provenance import recorded_run
@@ -496,70 +523,3 @@ def _control_error(control: str, role: str | None):
     return ConfigError(f"--control {control}: a candidate that was not selected has no test figures; the control "
                        "must be a fixed arm (a run without preference learning, e.g. preference weight 0) or the "
                        "selected candidate")
-
-
-def htcl_report(evaluation: Path, out: Path) -> Path:
-    """One HTML page from a `tunespace htcl evaluate` folder: the selection on validation figures, both spaces'
-    test tables (selected candidate and fixed arms; others only as labelled information) and the lambda trade-off
-    on validation figures."""
-    from tunespace.reports.html import Heading, Paragraph, Plot, Table, tradeoff_plot, write_html_report
-
-    semantic = pd.read_csv(evaluation / "semantic.csv")
-    if "part" not in semantic:
-        semantic = semantic.assign(part="test")  # written before the held-out set had halves
-    preference = pd.read_csv(evaluation / "preference.csv")
-    knn = preference[preference["model"].str.startswith("knn[")].assign(
-        run=lambda f: f["model"].str.slice(4, -1))[["run", "ndcg@50", "hit_rate@50", "recall@50"]]
-    merged = semantic[semantic["part"] == "test"].merge(knn, on="run", how="left")
-    semantic_columns = [c for c in ["run", "status", "lambda", "mu", "t2a_R@1", "t2a_R@5", "t2a_R@10",
-                                    "chance_t2a_R@10", "t2a_median_rank", "a2t_R@10", "tagging_macro_roc_auc",
-                                    "tagging_macro_pr_auc", "probe_family_accuracy", "ndcg@50"] if c in merged]
-    sections: list = [
-        Paragraph(f"Evaluation folder: {evaluation}. Runs are chosen on validation figures only (validation users, "
-                  "semantic-validation half of the held-out tracks); test figures are for the selected candidate "
-                  "and the fixed arms (stage 1, control, other embeddings). Semantic metrics are on held-out tracks "
-                  "never trained on; recommendation metrics use the temporal protocol (full ranking, seen items "
-                  "removed), with 95% t-interval half-widths and, over several split seeds, their sd in the CSV."),
-    ]
-    if (evaluation / "selection.csv").exists():
-        selection = pd.read_csv(evaluation / "selection.csv")
-        columns = [c for c in ["run", "role", "lambda", "mu", "beta", "validation_ndcg@50",
-                               "validation_ndcg@50_split_sd", "validation_ndcg@50_raw", "validation_t2a_R@10",
-                               "required_t2a_R@10", "qualified", "selected", "reason"] if c in selection]
-        sections += [Heading("Selection (validation figures only)"),
-                     Table(selection[columns], caption="every candidate's validation figures (validation_ndcg@50: "
-                           "the figure named in selected_on, the popularity-aware row's in current evaluations), "
-                           "whether it keeps the semantic space (text-to-audio R@10 within 10 % of stage 1's) and "
-                           "which was chosen",
-                           best={"validation_ndcg@50": "max", "validation_t2a_R@10": "max"})]
-    sections += [
-        Heading("Semantic space (test half of the held-out tracks)"),
-        Table(merged[semantic_columns], caption="retrieval, zero-shot tagging, probe; knn NDCG@50 for reference",
-              best={"t2a_R@10": "max", "a2t_R@10": "max", "tagging_macro_roc_auc": "max", "ndcg@50": "max"}),
-        Heading("Preference space (test users)"),
-        Table(preference, caption="content recommenders over each embedding set",
-              best={"ndcg@50": "max", "hit_rate@50": "max", "recall@50": "max"}),
-    ]
-    if (evaluation / "cold.csv").exists():
-        sections.append(Table(pd.read_csv(evaluation / "cold.csv"), caption="the same on the cold items (tracks "
-                              "first played after the cutoff: only their content places them)",
-                              best={"ndcg@50": "max", "hit_rate@50": "max", "recall@50": "max"}))
-    if (evaluation / "significance.csv").exists():
-        tests = pd.read_csv(evaluation / "significance.csv")
-        columns = [c for c in ["part", "split_seed", "family", "model", "baseline", "mean_difference", "t_p_holm",
-                               "wilcoxon_p_holm"] if c in tests]
-        sections.append(Table(tests[columns], caption="NDCG@50 paired tests, warm test and cold items, raw and "
-                              "popularity-aware (+pop) rows: paired over users per split seed ('across': over split "
-                              "seeds), Holm-corrected within each part, seed and family"))
-    if (evaluation / "selection.csv").exists():
-        staged = selection[selection["role"] == "candidate"].dropna(subset=["lambda"]).rename(
-            columns={"validation_ndcg@50": "ndcg@50", "validation_t2a_R@10": "t2a_R@10"})
-    else:
-        staged = merged.dropna(subset=["lambda"]) if "lambda" in merged else merged.iloc[:0]
-    if len(staged) >= 2:
-        sections += [Heading("Semantic retrieval against recommendation quality over lambda (validation)"),
-                     Plot(tradeoff_plot(staged, "ndcg@50", "t2a_R@10", "lambda",
-                                        title="stage 2: validation text-to-audio R@10 vs knn NDCG@50"),
-                          caption="each point is a stage-2 candidate on validation figures; lambda weighs the kept "
-                                  "audio-text loss")]
-    return write_html_report(out, "tunespace HTCL report", sections)

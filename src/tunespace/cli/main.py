@@ -27,7 +27,7 @@ from tunespace.cli.common import parse_options as _parse_options
 from tunespace.cli.common import show as _show
 from tunespace.cli.common import show_tests as _show_tests
 from tunespace.cli.htcl import htcl_app
-from tunespace.data.embeddings import ItemEmbeddings
+from tunespace.data.embeddings import ItemEmbeddings, expected_shards
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import ExtractionConfig
 from tunespace.errors import EvaluationFolderError, TunespaceError
@@ -46,6 +46,8 @@ app.add_typer(benchmark_app, name="benchmark")
 DEFAULT_MODELS = "popularity,itemknn,ease,knn"
 COLLABORATIVE_MODELS = "popularity,itemknn,ease"
 DEMO_BACKENDS = ("mfcc", "musicnn-msd")
+EMBED_LOG_TRACKS = 100  # `tunespace embed` without a terminal: a log line every this many tracks...
+EMBED_LOG_SECONDS = 30.0  # ...or this many seconds
 
 
 def _ks(values: str) -> list[int]:
@@ -505,8 +507,8 @@ def _backend_embeddings(name: str, data: Path | None) -> ItemEmbeddings:
         if manifest.get("backend") != name:
             raise TunespaceError(f"{folder} holds {manifest.get('backend')!r} embeddings, not {name!r}; make them "
                                  f"with: {command}")
-        if manifest.get("tracks") and manifest.get("shard_size"):
-            expected = -(-int(manifest["tracks"]) // int(manifest["shard_size"]))
+        if manifest.get("shards") or (manifest.get("tracks") and manifest.get("shard_size")):
+            expected = expected_shards(manifest)
             if len(shards) < expected:
                 raise TunespaceError(f"the {name!r} embeddings at {folder} are unfinished ({len(shards)} of "
                                      f"{expected} shards); finish them with: {command} (it resumes)")
@@ -544,23 +546,37 @@ def embed(
 
 
 def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
-    """Run an extraction with a progress bar in audio minutes per second, then summarise what was skipped."""
+    """Run an extraction with a progress bar in audio minutes per second (a log line every EMBED_LOG_TRACKS tracks
+    or EMBED_LOG_SECONDS seconds when stdout is not a terminal), then summarise what was skipped."""
+    import contextlib
+
     from tunespace.data.dataset import Dataset
     from tunespace.encoders.extract import Extractor, load_skipped
     from tunespace.provenance import recorded_run
 
     tracks = Dataset.load_tracks(data)
     extractor = Extractor(config)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        task = progress.add_task(f"embedding with {config.backend}", total=len(tracks), speed="")
-        started, audio = time.perf_counter(), [0.0]
+    terminal = console.is_terminal
+    bar = (Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console, transient=True)
+           if terminal else contextlib.nullcontext())
+    with bar as progress:
+        task = progress.add_task(f"embedding with {config.backend}", total=len(tracks), speed="") if terminal else 0
+        started, audio, done, logged = time.perf_counter(), [0.0], [0], [0, time.perf_counter()]
 
         def advance(tracks_done: int, seconds: float) -> None:
             audio[0] += seconds
-            rate = audio[0] / 60 / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=tracks_done, speed=f"{rate:.2f} audio min/s")
+            done[0] += tracks_done
+            now = time.perf_counter()
+            if terminal:
+                rate = audio[0] / 60 / max(now - started, 1e-9)
+                progress.update(task, advance=tracks_done, speed=f"{rate:.2f} audio min/s")
+            elif (done[0] - logged[0] >= EMBED_LOG_TRACKS or now - logged[1] >= EMBED_LOG_SECONDS
+                  or done[0] == len(tracks)):
+                logged[:] = [done[0], now]
+                console.print(f"embedded {done[0]}/{len(tracks)} tracks, {audio[0] / 60:.1f} audio min, "
+                              f"{extractor.skipped_so_far} skipped, {now - started:.0f} s",
+                              soft_wrap=True, highlight=False, markup=False)
 
         record_name = "provenance.json" if workers == 1 else f"provenance-worker-{worker}.json"
         with recorded_run(out / record_name) as record:
@@ -574,8 +590,10 @@ def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, wor
                   f"{report.seconds:.1f} s ({report.audio_minutes_per_second:.2f} audio min/s)", soft_wrap=True)
     if len(skipped):
         counts = skipped["kind"].value_counts()
-        _show(pd.DataFrame({"reason": counts.index, "tracks": counts.to_numpy()}),
-              f"skipped tracks (all {len(skipped)} with reasons in {out}/shard-*.skipped.parquet)")
+        # the title on its own line: as a table title it would wrap into the narrow two-column width
+        console.print(f"skipped tracks (all {len(skipped)} with reasons in {out}/shard-*.skipped.parquet)",
+                      soft_wrap=True, highlight=False, markup=False)
+        _show(pd.DataFrame({"reason": counts.index, "tracks": counts.to_numpy()}), "")
 
 
 corpus_app = typer.Typer(help="The built-in corpus of real tunes.", no_args_is_help=True)
@@ -726,12 +744,13 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and r
     assert dataset.tracks is not None
     embeddings: dict[str, ItemEmbeddings] = {}
     for backend in DEMO_BACKENDS:
+        # DATA/emb/<backend>: where `benchmark recsys --backends` and the next commands look for them
         try:
-            _embed(ExtractionConfig(backend), out / "corpus", out / "embeddings" / backend)
+            _embed(ExtractionConfig(backend), out / "corpus", out / "corpus" / "emb" / backend)
         except BackendUnavailableError as error:
             console.print(f"[yellow]skipping {backend}:[/] {error}", soft_wrap=True)
             continue
-        vectors = embeddings[backend] = ItemEmbeddings.load(out / "embeddings" / backend)
+        vectors = embeddings[backend] = ItemEmbeddings.load(out / "corpus" / "emb" / backend)
         families = dataset.tracks.set_index("track_id").loc[vectors.ids, "instrument_family"].to_numpy()
         probe = linear_probe(vectors.vectors, families, seed=0)
         console.print(f"linear probe, instrument family from {backend}: accuracy {probe.accuracy:.3f} "
@@ -746,6 +765,54 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and r
     preamble = (f"Built-in corpus ({size}); train before {CUTOFF}, test pairs first seen after it, test users "
                 "(seed 42); full ranking with seen items removed; mean ± 95% t-interval half-width.")
     _report(run, out, "Demo: built-in corpus, temporal protocol", preamble, baseline="popularity")
+    console.print(_demo_next_steps(out, list(embeddings), CUTOFF), soft_wrap=True, highlight=False)
+
+
+def _demo_next_steps(out: Path, backends: Sequence[str], cutoff: str) -> str:
+    """The commands to try after the demo, on the folders it wrote: so the demo leads into the real workflow."""
+    corpus = shlex.quote(str(out / "corpus"))
+    stage1, evaluation = shlex.quote(str(out / "htcl-stage1")), shlex.quote(str(out / "htcl-eval"))
+    backend_option = f" --backends {','.join(backends)}" if backends else ""
+    models = "" if backends else f" --models {COLLABORATIVE_MODELS}"
+    return "\n".join([
+        "next, try:",
+        (f"  tunespace benchmark recsys --dataset folder --data {corpus}{backend_option}{models} --cutoff {cutoff} "
+         f"--test-start {cutoff} --out {shlex.quote(str(out / 'benchmark'))}"),
+        f"  tunespace htcl pretrain --data {corpus} --out {stage1} --config tiny",
+        f"  tunespace htcl evaluate --data {corpus} --run {stage1} --out {evaluation}",
+        f"  tunespace report --eval {evaluation} --out {shlex.quote(str(out / 'report.html'))}",
+    ])
+
+
+@app.command("import-log")
+def import_log(
+    log: Annotated[Path, typer.Argument(help="The listening log: a .csv or .parquet file, one row per listen.")],
+    out: Annotated[Path, typer.Option(help="New data-model folder for interactions.parquet and tracks.parquet.")],
+    user: Annotated[str, typer.Option(help="The log's column of user ids.")],
+    track: Annotated[str, typer.Option(help="The log's column of track ids.")],
+    time: Annotated[str, typer.Option(help="The log's column of listening times.")],
+    weight: Annotated[str | None, typer.Option(help="The log's column of non-negative weights (play counts); "
+                                                    "default: 1 per row.")] = None,
+    time_format: Annotated[str, typer.Option(help="unix (seconds), iso (ISO-8601) or auto (unix when every "
+                                                  "cell is a number).")] = "auto",
+    tracks: Annotated[Path | None, typer.Option(help="A track table (.parquet or .csv, track_id and any metadata) "
+                                                     "every logged track must be in; default: the distinct ids.")]
+    = None,
+) -> None:
+    """Turn your own listening log into a data-model folder, so `benchmark recsys --dataset folder` runs on it
+    without any Python."""
+    from tunespace.data.log_import import import_log as _import_log
+
+    dataset = _import_log(log, out, user=user, track=track, time=time, weight=weight, time_format=time_format,
+                          tracks=tracks)
+    summary = dataset.summary()
+    first, last = dataset.interactions["timestamp"].min(), dataset.interactions["timestamp"].max()
+    console.print(f"imported {escape(str(log))} -> {escape(str(out))}: {summary['users']} users, "
+                  f"{summary['tracks']} tracks, {summary['interactions']} interactions from {first:%Y-%m-%d} to "
+                  f"{last:%Y-%m-%d}", soft_wrap=True, highlight=False)
+    console.print(f"next: tunespace benchmark recsys --dataset folder --data {shlex.quote(str(out))} --models "
+                  f"{COLLABORATIVE_MODELS} --cutoff YYYY-MM-DD --test-start YYYY-MM-DD", soft_wrap=True,
+                  highlight=False)
 
 
 @app.command()
@@ -754,10 +821,10 @@ def report(
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page with the tables and the semantic/recommendation trade-off plot."""
-    from tunespace.cli.htcl import htcl_report
+    from tunespace.reports.html import evaluation_report
 
     _check_evaluation_folder(evaluation)
-    console.print(f"wrote {htcl_report(evaluation, out)}")
+    console.print(f"wrote {evaluation_report(evaluation, out)}")
 
 
 REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes and report reads
@@ -835,8 +902,11 @@ def evaluate(
 
 @benchmark_app.command("recsys")
 def benchmark_recsys(
-    dataset: Annotated[str, typer.Option(help="synthetic, hetrec, movielens-100k or folder.")] = "hetrec",
-    data: Annotated[Path | None, typer.Option(help="The dataset's files (hetrec: the .dat folder).")] = None,
+    dataset: Annotated[str, typer.Option(
+        help="synthetic, hetrec, movielens-100k or folder (required: no default reaches for files outside the "
+             "project; the demo's corpus is --dataset folder --data demo-results/corpus).")],
+    data: Annotated[Path | None, typer.Option(
+        help="The dataset's files (hetrec: the .dat folder; folder: a data-model folder).")] = None,
     cutoff: Annotated[str, typer.Option(help="Train ends before this date.")] = "2010-01-01",
     train_start: Annotated[str | None, typer.Option(help="Train window start.")] = None,
     test_start: Annotated[str | None, typer.Option(help="Test window start.")] = "2010-07-01",

@@ -109,6 +109,14 @@ class ItemEmbeddings:
             raise DataValidationError(str(path), error.reason, error.row, error.column) from error
 
 
+def expected_shards(manifest: dict) -> int:
+    """Shards an extraction manifest promises: its `shards` count (a grown folder's shards are not all full), else
+    ceil(tracks / shard_size) for folders written before growing existed."""
+    if "shards" in manifest:
+        return int(manifest["shards"])
+    return -(-int(manifest["tracks"]) // int(manifest["shard_size"]))
+
+
 def _check_finished(folder: Path, shards: list[Path], allow_partial: bool) -> None:
     """Compare the shards present with the ones `tunespace embed` promised in its manifest (a shard is written
     atomically once all its tracks are done, so a missing one means the run stopped before it)."""
@@ -117,7 +125,7 @@ def _check_finished(folder: Path, shards: list[Path], allow_partial: bool) -> No
         return  # shards written by another tool: nothing promises more
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        expected = -(-int(manifest["tracks"]) // int(manifest["shard_size"]))
+        expected = expected_shards(manifest)
     except (ValueError, KeyError, TypeError) as error:
         raise DataValidationError(str(manifest_path), f"not a tunespace embed manifest ({error})") from error
     missing = expected - len(shards)

@@ -9,6 +9,14 @@ Why it is built this way:
   on is recorded with the reason in the shard's skipped file; the run goes on. A clip shorter than `min_seconds`
   (0.5 s by default, never below the backend's own receptive field) would be embedded from a handful of frames
   and sit among real tracks as if it were one, so it is skipped instead.
+- A shard in progress is checkpointed every `checkpoint_tracks` tracks (and at the first track end after
+  `checkpoint_seconds`) to `partial-XXXXX.parquet`, atomically, with the rows done so far and their skips; a
+  restart resumes after them. Batches never span a `checkpoint_tracks` boundary, so resuming from such a checkpoint
+  gives the same batches, hence byte-identical shards (a time-triggered checkpoint closes its batch early, which
+  changes nothing for a backend whose frames ignore padding, as `AudioBackend.frames` promises).
+- The folder remembers its catalogue in `catalogue.parquet` (layout order, with the batch each track came in).
+  A later run whose tracks table holds all those tracks unchanged (track_id, audio_path, and size/mtime columns
+  if both tables have them) embeds only the new tracks into new shards; a removed or changed track is refused.
 - Audio is streamed in segments of the backend's `segment_seconds`, so a very long file costs one segment of
   memory at a time; the pooled mean (and std) is accumulated in float64 over the valid frames of all segments, so
   padding never enters the mean.
@@ -17,6 +25,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -42,6 +51,9 @@ from tunespace.io import atomic_path, write_text
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+CATALOGUE = "catalogue.parquet"  # the folder's tracks in shard order, with the batch (run) that added each
+# Columns that identify a track's audio file beyond its path, compared when both catalogues have them.
+FILE_IDENTITY_COLUMNS = ("size", "mtime", "audio_size", "audio_mtime")
 POOLINGS = ("mean", "mean+std")
 SKIPPED_COLUMNS = ["track_id", "audio_path", "kind", "reason"]
 DEFAULT_MIN_SECONDS = 0.5
@@ -65,6 +77,8 @@ class ExtractionConfig:
     whole_file_seconds: float = 600.0  # longer files are streamed in the main thread instead of prefetched
     prefetch: int = 4  # tracks decoded ahead by background threads
     min_seconds: float = DEFAULT_MIN_SECONDS  # shorter tracks are skipped (the backend's own minimum if larger)
+    checkpoint_tracks: int = 32  # a shard in progress is saved every this many tracks...
+    checkpoint_seconds: float = 60.0  # ...and at the first track end after this many seconds since the last save
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -73,6 +87,8 @@ class ExtractionConfig:
             raise ExtractionError("batch_size and shard_size must be positive")
         if not self.min_seconds >= 0:
             raise ExtractionError(f"min_seconds must be a non-negative number, got {self.min_seconds!r}")
+        if self.checkpoint_tracks < 1 or not self.checkpoint_seconds > 0:
+            raise ExtractionError("checkpoint_tracks and checkpoint_seconds must be positive")
 
 
 @dataclass
@@ -117,6 +133,11 @@ def skipped_path(out: Path, shard: int) -> Path:
     return out / f"shard-{shard:05d}.skipped.parquet"
 
 
+def partial_path(out: Path, shard: int) -> Path:
+    """A shard's checkpoint; not named shard-* so that loaders never mistake it for a finished shard."""
+    return out / f"partial-{shard:05d}.parquet"
+
+
 def load_skipped(out: str | Path) -> pd.DataFrame:
     """All skipped tracks of an output folder: track_id, audio_path, kind (for counting) and the full reason."""
     files = sorted(Path(out).glob("shard-*.skipped.parquet"))
@@ -136,6 +157,7 @@ class Extractor:
         self.segment_samples = int(round(self.backend.segment_seconds * self.backend.sample_rate))
         self.min_samples = int(np.ceil(self.backend.min_seconds * self.backend.sample_rate))
         self.min_track_seconds = max(float(config.min_seconds), float(self.backend.min_seconds))
+        self.skipped_so_far = 0  # tracks skipped so far in the current run, for progress lines
 
     @property
     def output_dim(self) -> int:
@@ -161,19 +183,25 @@ class Extractor:
         root, out = Path(root), Path(out)
         _require_columns(tracks, root, source)
         tracks = tracks.reset_index(drop=True)
-        self._check_manifest(tracks, out)
+        layout = self._prepare(tracks, out)
         report = ExtractionReport()
+        self.skipped_so_far = 0
         started = time.perf_counter()
-        shards = range(worker, -(-len(tracks) // self.config.shard_size), workers)
-        for shard in shards:
-            part = tracks.iloc[shard * self.config.shard_size:(shard + 1) * self.config.shard_size]
+        plan = _shard_plan(layout["batch"].tolist(), self.config.shard_size)
+        ordered = _in_layout_order(tracks, layout)
+        for shard in range(worker, len(plan), workers):
+            part = ordered.iloc[plan[shard][0]:plan[shard][1]]
             if shard_path(out, shard).exists():
+                partial_path(out, shard).unlink(missing_ok=True)
                 report.shards_reused += 1
+                if skipped_path(out, shard).exists():
+                    self.skipped_so_far += pq.read_metadata(skipped_path(out, shard)).num_rows
                 if progress is not None:
                     progress(len(part), 0.0)
                 continue
-            embedded, skipped, seconds = self._embed_shard(part, root, progress)
+            embedded, skipped, seconds = self._embed_shard(part, root, progress, partial_path(out, shard))
             self._write_shard(out, shard, embedded, skipped)
+            partial_path(out, shard).unlink(missing_ok=True)
             report.shards_written += 1
             report.embedded += len(embedded[0])
             report.skipped += len(skipped)
@@ -181,19 +209,66 @@ class Extractor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _check_manifest(self, tracks: pd.DataFrame, out: Path) -> None:
-        manifest = self.manifest(tracks)
+    def _prepare(self, tracks: pd.DataFrame, out: Path) -> pd.DataFrame:
+        """Check (or write) the manifest and return the folder's layout: its tracks in shard order with a `batch`
+        column, the tracks new in `tracks` appended as a new batch (manifest and catalogue updated atomically)."""
         path = out / MANIFEST
-        if path.exists():
-            existing = json.loads(path.read_text(encoding="utf-8"))
-            different = sorted(k for k in manifest if existing.get(k) != manifest[k]
-                               and (k in existing or k not in LATER_MANIFEST_KEYS))
-            if different:
-                raise ExtractionError(f"{path}: this folder holds another extraction (differs in "
-                                      f"{', '.join(different)}); use a new --out or remove it")
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(json.dumps(manifest, indent=2), path)
+        if not path.exists():
+            layout = _identity(tracks).assign(batch=0)
+            out.mkdir(parents=True, exist_ok=True)
+            self._save_layout(layout, out)
+            return layout
+        existing = json.loads(path.read_text(encoding="utf-8"))
+        manifest = self.manifest(tracks)
+        different = sorted(k for k in manifest if k not in ("tracks", "catalogue") and existing.get(k) != manifest[k]
+                           and (k in existing or k not in LATER_MANIFEST_KEYS))
+        if different:
+            raise ExtractionError(f"{path}: this folder holds another extraction (differs in "
+                                  f"{', '.join(different)}); use a new --out or remove it")
+        layout = self._old_layout(existing, tracks, out)
+        new = _identity(tracks)
+        known = new.drop_duplicates("track_id").set_index("track_id")
+        removed = layout.loc[~layout["track_id"].isin(known.index), "track_id"]
+        if len(removed):
+            raise ExtractionError(f"{path}: track {removed.iloc[0]!r} of this folder is no longer in the tracks table"
+                                  f"{f' (nor {len(removed) - 1} more)' if len(removed) > 1 else ''}; use a new --out "
+                                  "or remove the folder")
+        for column in ["audio_path", *(c for c in FILE_IDENTITY_COLUMNS if c in layout and c in known)]:
+            now = known.loc[layout["track_id"], column].to_numpy()
+            changed = np.flatnonzero(layout[column].to_numpy() != now)
+            if len(changed):
+                first = changed[0]
+                raise ExtractionError(f"{path}: track {layout['track_id'].iloc[first]!r} changed its {column} "
+                                      f"({layout[column].iloc[first]} -> {now[first]})"
+                                      f"{f' (and {len(changed) - 1} more tracks changed)' if len(changed) > 1 else ''}"
+                                      "; use a new --out or remove the folder")
+        added = new[~new["track_id"].isin(set(layout["track_id"]))]
+        if len(added):
+            batch = int(layout["batch"].max()) + 1 if len(layout) else 0
+            layout = pd.concat([layout, added.assign(batch=batch)], ignore_index=True)
+            self._save_layout(layout, out)
+        elif not (out / CATALOGUE).exists():
+            self._save_layout(layout, out)
+        return layout
+
+    def _old_layout(self, existing: dict[str, Any], tracks: pd.DataFrame, out: Path) -> pd.DataFrame:
+        """The folder's catalogue; a folder from before catalogue.parquet must have its tracks as a prefix."""
+        if (out / CATALOGUE).exists():
+            layout = pd.read_parquet(out / CATALOGUE)
+            return layout.astype({c: str for c in layout.columns if c != "batch"})
+        count = int(existing.get("tracks", -1))
+        if 0 <= count <= len(tracks) and catalogue_digest(tracks.iloc[:count]) == existing.get("catalogue"):
+            return _identity(tracks.iloc[:count]).assign(batch=0)
+        raise ExtractionError(f"{out / MANIFEST}: this folder holds another extraction (differs in catalogue, and "
+                              "its tracks are not the first rows of this tracks table); use a new --out or remove it")
+
+    def _save_layout(self, layout: pd.DataFrame, out: Path) -> None:
+        with atomic_path(out / CATALOGUE) as tmp:
+            layout.to_parquet(tmp, index=False)
+        manifest = self.manifest(layout)
+        manifest["batches"] = layout.groupby("batch", sort=True).size().astype(int).tolist()
+        manifest["shards"] = len(_shard_plan(layout["batch"].tolist(), self.config.shard_size))
+        write_text(json.dumps(manifest, indent=2), out / MANIFEST)
 
     def _write_shard(self, out: Path, shard: int, embedded: tuple[list[str], list[np.ndarray]],
                      skipped: list[dict[str, str]]) -> None:
@@ -214,15 +289,26 @@ class Extractor:
             return stream_segments(path, self.backend.sample_rate, self.segment_samples)
         return list(stream_segments(path, self.backend.sample_rate, self.segment_samples))
 
-    def _embed_shard(self, part: pd.DataFrame, root: Path, progress: Callable[[int, float], None] | None
-                     ) -> tuple[tuple[list[str], list[np.ndarray]], list[dict[str, str]], float]:
+    def _embed_shard(self, part: pd.DataFrame, root: Path, progress: Callable[[int, float], None] | None,
+                     partial: Path) -> tuple[tuple[list[str], list[np.ndarray]], list[dict[str, str]], float]:
         state: dict[int, _Track] = {}
         batch: list[tuple[int, np.ndarray]] = []
         rows = list(part[["track_id", "audio_path"]].itertuples(index=False))
         done_ids: list[str] = []
         vectors: list[np.ndarray] = []
         skipped: list[dict[str, str]] = []
+        durations: dict[str, float] = {}  # audio seconds of every finished track, for the checkpoint
         seconds = 0.0
+        start = 0
+        restored = self._restore(partial, rows)
+        if restored is not None:
+            done_ids, vectors, skipped, durations = restored
+            start = len(done_ids) + len(skipped)
+            seconds = sum(durations[t] for t in done_ids)
+            self.skipped_so_far += len(skipped)
+            if progress is not None:
+                progress(start, sum(durations.values()))
+        saved = time.perf_counter()
 
         def flush() -> None:
             if batch:
@@ -233,18 +319,20 @@ class Extractor:
                 nonlocal seconds
                 row = rows[position]
                 vector, reason = self._finish(track)
+                durations[str(row.track_id)] = track.samples / self.backend.sample_rate
                 if reason is None:
                     done_ids.append(str(row.track_id))
                     vectors.append(vector)
                     seconds += track.samples / self.backend.sample_rate
                 else:
+                    self.skipped_so_far += 1
                     skipped.append({"track_id": str(row.track_id), "audio_path": str(row.audio_path),
                                     "kind": _kind(reason, str(root / str(row.audio_path))), "reason": reason})
                 if progress is not None:
                     progress(1, track.samples / self.backend.sample_rate)
 
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-            for position, source, problem in self._prefetched(rows, root, pool):
+            for position, source, problem in self._prefetched(rows, root, pool, start):
                 track = state[position] = _Track(self.backend.dim)
                 track.error = problem
                 try:
@@ -261,18 +349,61 @@ class Extractor:
                 except AudioDecodeError as error:
                     track.error = str(error)
                 track.ended = True
-                if not batch:
+                finished = position + 1
+                if finished < len(rows) and (finished % self.config.checkpoint_tracks == 0
+                                             or time.perf_counter() - saved >= self.config.checkpoint_seconds):
+                    flush()  # every track so far is finished: nothing in flight crosses the checkpoint
+                    self._checkpoint(partial, done_ids, vectors, skipped, durations)
+                    saved = time.perf_counter()
+                elif not batch:
                     flush()
             flush()
         order = {str(t): i for i, t in enumerate(part["track_id"])}
         ranked = sorted(range(len(done_ids)), key=lambda i: order[done_ids[i]])
         return ([done_ids[i] for i in ranked], [vectors[i] for i in ranked]), skipped, seconds
 
-    def _prefetched(self, rows: list[Any], root: Path, pool: ThreadPoolExecutor
+    def _checkpoint(self, partial: Path, ids: list[str], vectors: list[np.ndarray], skipped: list[dict[str, str]],
+                    durations: dict[str, float]) -> None:
+        """Atomically save a shard's finished tracks (embedded, then skipped rows) so a restart resumes after them."""
+        dim = self.output_dim
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(ids), dim)
+        embeddings = [*(list(v) for v in matrix), *([None] * len(skipped))]
+        every = ids + [s["track_id"] for s in skipped]
+        table = pa.table({
+            "track_id": pa.array(every, type=pa.string()),
+            "embedding": pa.array(embeddings, type=pa.list_(pa.float32(), dim)),
+            **{c: pa.array([None] * len(ids) + [s[c] for s in skipped], type=pa.string())
+               for c in SKIPPED_COLUMNS[1:]},
+            "seconds": pa.array([durations[t] for t in every], type=pa.float64())})
+        with atomic_path(partial) as tmp:
+            pq.write_table(table, tmp)
+
+    def _restore(self, partial: Path, rows: list[Any]
+                 ) -> tuple[list[str], list[np.ndarray], list[dict[str, str]], dict[str, float]] | None:
+        """A shard's checkpoint if it holds exactly its first tracks; a stale or unreadable one is ignored."""
+        if not partial.exists():
+            return None
+        try:
+            frame = pq.read_table(partial).to_pandas()
+        except Exception as error:  # noqa: BLE001 - a damaged checkpoint only costs its tracks
+            logger.warning("ignoring the unreadable checkpoint %s (%s)", partial, error)
+            return None
+        expected = {str(r.track_id) for r in rows[:len(frame)]}
+        if len(frame) > len(rows) or set(frame["track_id"]) != expected or frame["track_id"].duplicated().any():
+            logger.warning("ignoring the checkpoint %s: it is not this shard's first tracks", partial)
+            return None
+        done = frame[frame["reason"].isna()]
+        lost = frame[frame["reason"].notna()]
+        vectors = [np.asarray(v, dtype=np.float32) for v in done["embedding"]]
+        skipped = [{c: str(getattr(r, c)) for c in SKIPPED_COLUMNS} for r in lost.itertuples(index=False)]
+        durations = dict(zip(frame["track_id"].astype(str), frame["seconds"].astype(float)))
+        return list(done["track_id"].astype(str)), vectors, skipped, durations
+
+    def _prefetched(self, rows: list[Any], root: Path, pool: ThreadPoolExecutor, start: int = 0
                     ) -> Iterator[tuple[int, Iterable[np.ndarray], str | None]]:
-        """(position, segments, problem) in catalogue order, decoding up to `prefetch` tracks ahead."""
+        """(position, segments, problem) in catalogue order from `start`, decoding up to `prefetch` tracks ahead."""
         ahead: deque[tuple[int, Future | None, str | None]] = deque()
-        positions = iter(range(len(rows)))
+        positions = iter(range(start, len(rows)))
 
         def submit() -> None:
             position = next(positions, None)
@@ -356,6 +487,33 @@ def extract_embeddings(tracks: pd.DataFrame, root: str | Path, out: str | Path, 
                        progress: Callable[[int, float], None] | None = None) -> ExtractionReport:
     """Convenience wrapper: build the backend from `config` and run it; see :class:`Extractor`."""
     return Extractor(config).run(tracks, root, out, worker=worker, workers=workers, progress=progress)
+
+
+def _identity(tracks: pd.DataFrame) -> pd.DataFrame:
+    """What identifies each track's audio: track_id, audio_path and any file size/mtime columns, as text."""
+    columns = ["track_id", "audio_path", *(c for c in FILE_IDENTITY_COLUMNS if c in tracks.columns)]
+    return tracks[columns].astype(str).reset_index(drop=True)
+
+
+def _in_layout_order(tracks: pd.DataFrame, layout: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `tracks` (original values: a missing audio_path stays missing) in the folder's layout order."""
+    ids = tracks["track_id"].astype(str)
+    if ids.tolist() == layout["track_id"].tolist():
+        return tracks
+    first = pd.Series(np.arange(len(tracks)), index=ids)
+    first = first[~first.index.duplicated()]
+    return tracks.iloc[first.loc[layout["track_id"]].to_numpy()].reset_index(drop=True)
+
+
+def _shard_plan(batches: list[int], shard_size: int) -> list[tuple[int, int]]:
+    """(start, stop) rows of the layout for each shard: every batch of tracks is cut into its own shards."""
+    plan: list[tuple[int, int]] = []
+    start = 0
+    for _, group in itertools.groupby(batches):
+        stop = start + len(list(group))
+        plan.extend((s, min(s + shard_size, stop)) for s in range(start, stop, shard_size))
+        start = stop
+    return plan
 
 
 def _require_columns(tracks: pd.DataFrame, root: Path, source: str | None) -> None:

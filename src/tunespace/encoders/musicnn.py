@@ -1,8 +1,11 @@
 """MusiCNN and its VGG baselines (Pons & Serra, 2019) in torch, running the weights musicnn 0.1.0 ships.
 
 Why a port: the published models exist only as TensorFlow 1 checkpoints inside the `musicnn` wheel, whose code needs
-TensorFlow and pins an ancient numpy. Here the checkpoints are read with :mod:`tunespace.encoders.tf_checkpoint` and
-the graph is rebuilt in torch. On the fixtures of tests/encoders, tags and penultimate values match the reference to
+TensorFlow and pins an ancient numpy. The checkpoints were read once with :mod:`tunespace.encoders.tf_checkpoint`
+(:func:`convert_musicnn_checkpoints`) and their variables ship with tunespace as safetensors files in
+`tunespace/encoders/weights/musicnn/` (11 MB for the four models, ISC licence in that folder's LICENSE); the TF1
+checkpoints of an installed musicnn wheel, or of a folder passed as `weights=`, still load. The graph is rebuilt in
+torch. On the fixtures of tests/encoders, tags and penultimate values match the reference to
 5e-5 and the pooled features (up to ~120) to 1e-4 relative, about what float32 rounding allows.
 
 What the reference computes, and what this module reproduces:
@@ -24,7 +27,9 @@ patch gets its own).
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+import json
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +45,7 @@ from tunespace.audio.features import mel_filterbank
 from tunespace.encoders.base import AudioBackend, BackendUnavailableError, register_backend
 from tunespace.encoders.tf_checkpoint import read_checkpoint
 from tunespace.errors import TunespaceError
+from tunespace.extras import needs_extra
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -50,12 +56,27 @@ PATCH_SAMPLES = PATCH_FRAMES * HOP  # stride between patches: segments of whole 
 MIN_SAMPLES = (PATCH_FRAMES - 1) * HOP  # the shortest audio with 187 centred frames
 BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 FLOAT16_MAX = 65504.0
-INSTALL_HINT = "pip install --no-deps musicnn==0.1.0 (TensorFlow is not needed)"
+INSTALL_HINT = ("reinstall tunespace (its package data holds the musicnn weights), or pass weights=DIR with the TF1 "
+                "checkpoints of musicnn 0.1.0 (pip install --no-deps musicnn==0.1.0; TensorFlow is not needed)")
+WEIGHTS_DIR = Path(__file__).parent / "weights" / "musicnn"
+"""The packaged weights: one `<model>.safetensors` per model, converted from musicnn 0.1.0 (ISC licence)."""
 
 MODELS = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
 MUSICNN_LAYERS = {"penultimate": 200, "taggram": 50, "mean_pool": 753, "max_pool": 753}
 # The VGG's last hidden layer is its flattened pool5 (2 x 1 x 128 in TensorFlow's order), which feeds the tags.
 VGG_LAYERS = {"penultimate": 256, "taggram": 50}
+# The models' output tags, from musicnn 0.1.0's configuration.py (ISC licence, see weights/musicnn/LICENSE).
+MTT_LABELS = ("guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
+              "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing", "vocals",
+              "no vocals", "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop", "soft",
+              "sitar", "solo", "man", "classic", "choir", "voice", "new age", "dance", "male voice", "female vocal",
+              "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral")
+MSD_LABELS = ("rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
+              "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul",
+              "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill", "instrumental", "punk", "oldies",
+              "blues", "hard rock", "ambient", "acoustic", "experimental", "female vocalist", "guitar", "Hip-Hop",
+              "70s", "party", "country", "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal",
+              "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy")
 
 
 class ClipTooShortError(TunespaceError, ValueError):
@@ -70,17 +91,21 @@ def musicnn_package_dir() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def checkpoint_dir(model: str, weights: str | Path | None = None) -> Path:
-    """The folder holding `model`'s checkpoint: `weights` (the model folder or its parent) or the musicnn wheel's."""
+def _check_model(model: str) -> None:
     if model not in MODELS:
         raise ValueError(f"unknown musicnn model {model!r}; known: {', '.join(MODELS)}")
+
+
+def checkpoint_dir(model: str, weights: str | Path | None = None) -> Path:
+    """The folder holding `model`'s TF1 checkpoint: `weights` (the model folder or its parent) or the musicnn wheel's."""
+    _check_model(model)
     if weights is not None:
         root = Path(weights)
         candidates = [root / model, root]
     else:
         package = musicnn_package_dir()
         if package is None:
-            raise BackendUnavailableError(f"the musicnn weights are not installed: {INSTALL_HINT}, or pass weights=DIR")
+            raise BackendUnavailableError(f"the musicnn 0.1.0 wheel is not installed: {INSTALL_HINT}")
         candidates = [package / model]
     for folder in candidates:
         if folder.is_dir() and any(p.name.endswith(".index") for p in folder.iterdir()):
@@ -88,13 +113,72 @@ def checkpoint_dir(model: str, weights: str | Path | None = None) -> Path:
     raise BackendUnavailableError(f"no {model} checkpoint in {' or '.join(map(str, candidates))}: {INSTALL_HINT}")
 
 
-def tag_names(model: str) -> list[str] | None:
-    """The 50 tags of `model` in output order, read from the installed musicnn package (None if absent)."""
-    if musicnn_package_dir() is None:
-        return None
-    from musicnn import configuration  # plain constants; importing it does not import TensorFlow
+def weights_path(model: str, weights: str | Path | None = None) -> Path:
+    """Where `model`'s weights load from: a `.safetensors` file or a TF1 checkpoint folder.
 
-    return list(configuration.MSD_LABELS if model.startswith("MSD") else configuration.MTT_LABELS)
+    `weights` may be a `.safetensors` file, a folder holding `<model>.safetensors`, or a TF1 checkpoint folder (the
+    model's or its parent). By default the weights packaged with tunespace, else the installed musicnn wheel's.
+    """
+    _check_model(model)
+    if weights is None:
+        packaged = WEIGHTS_DIR / f"{model}.safetensors"
+        if packaged.is_file():
+            return packaged
+        if musicnn_package_dir() is None:
+            raise BackendUnavailableError(f"the musicnn weights are not installed ({packaged} is missing): "
+                                          f"{INSTALL_HINT}")
+        return checkpoint_dir(model)
+    root = Path(weights)
+    if root.is_file() and root.suffix == ".safetensors":
+        return root
+    if (root / f"{model}.safetensors").is_file():
+        return root / f"{model}.safetensors"
+    try:
+        return checkpoint_dir(model, root)
+    except BackendUnavailableError:
+        raise BackendUnavailableError(f"no {model} weights in {root} ({model}.safetensors or a TF1 checkpoint, "
+                                      f"in {root / model} or {root}): {INSTALL_HINT}") from None
+
+
+def tag_names(model: str) -> list[str]:
+    """The 50 tags of `model` in output order."""
+    _check_model(model)
+    return list(MSD_LABELS if model.startswith("MSD") else MTT_LABELS)
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The `__metadata__` strings of a safetensors file (read from its JSON header, without loading tensors)."""
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    return dict(header.get("__metadata__") or {})
+
+
+def convert_musicnn_checkpoints(out: str | Path, source: str | Path | None = None,
+                                models: Iterable[str] = MODELS) -> list[Path]:
+    """Write each model's variables from its TF1 checkpoint to `out/<model>.safetensors`; the written paths.
+
+    `source` holds the checkpoints (a folder with one subfolder per model; default: the installed musicnn 0.1.0
+    wheel). Only the variables the torch graph uses are kept (the checkpoints also hold Adam slots), as float32
+    under their TensorFlow names; the metadata names the source, the licence and the tags. The packaged weights
+    were made with `python -m tunespace.encoders.musicnn src/tunespace/encoders/weights/musicnn`.
+    """
+    with needs_extra("encoders"):
+        from safetensors.numpy import save_file
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model in models:
+        names = (Vgg if model.endswith("vgg") else MusiCNN).variable_names()
+        arrays = read_checkpoint(checkpoint_dir(model, source), names=names)
+        tensors = {name: np.ascontiguousarray(arrays[name], dtype=np.float32) for name in sorted(arrays)}
+        metadata = {"model": model, "source": f"musicnn 0.1.0 (github.com/jordipons/musicnn), {model} checkpoint",
+                    "license": "ISC, Copyright (c) Music Technology Group, Universitat Pompeu Fabra 2019",
+                    "tags": json.dumps(tag_names(model))}
+        path = folder / f"{model}.safetensors"
+        save_file(tensors, str(path), metadata=metadata)
+        written.append(path)
+    return written
 
 
 def log_mel(waveforms: torch.Tensor) -> torch.Tensor:
@@ -296,16 +380,26 @@ class Vgg(nn.Module):
 
 
 @lru_cache(maxsize=4)
-def _weights(folder: str, vgg: bool) -> dict[str, np.ndarray]:
+def _weights(location: str, vgg: bool) -> dict[str, np.ndarray]:
+    """The variables of a `.safetensors` file or TF1 checkpoint folder, by TensorFlow name."""
     names = Vgg.variable_names() if vgg else MusiCNN.variable_names()
-    return read_checkpoint(folder, names=names)
+    if not location.endswith(".safetensors"):
+        return read_checkpoint(location, names=names)
+    with needs_extra("encoders"):
+        from safetensors.numpy import load_file
+    arrays = load_file(location)
+    missing = sorted(set(names) - set(arrays))
+    if missing:
+        raise BackendUnavailableError(f"{location} lacks {len(missing)} variable(s) of the "
+                                      f"{'VGG' if vgg else 'MusiCNN'} graph, e.g. {missing[0]}")
+    return {name: arrays[name] for name in names}
 
 
 def load_model(model: str = "MSD_musicnn", weights: str | Path | None = None) -> MusiCNN | Vgg:
-    """The torch network of a musicnn checkpoint, in eval mode on the CPU."""
-    folder = checkpoint_dir(model, weights)
+    """The torch network of a musicnn model (see :func:`weights_path`), in eval mode on the CPU."""
+    location = weights_path(model, weights)
     vgg = model.endswith("vgg")
-    weights_copy = {name: array.copy() for name, array in _weights(str(folder.resolve()), vgg).items()}
+    weights_copy = {name: array.copy() for name, array in _weights(str(location.resolve()), vgg).items()}
     network = (Vgg if vgg else MusiCNN)(weights_copy)  # buffers share memory with these arrays, not with the cache
     return network.eval()
 
@@ -334,7 +428,7 @@ class MusicnnResult:
     """Per-patch outputs for one clip: `taggram` (patches, 50) with its `tags`, and the hidden layers."""
 
     model: str
-    tags: list[str] | None
+    tags: list[str]
     taggram: np.ndarray
     features: dict[str, np.ndarray]
     repeat_padded: bool
@@ -424,5 +518,15 @@ for _model, _name in (("MSD_musicnn", "musicnn-msd"), ("MTT_musicnn", "musicnn-m
                       ("MTT_vgg", "vgg-mtt")):
     register_backend(_name)(_factory(_model, _name))
 
-__all__ = ["MODELS", "ClipTooShortError", "MusiCNN", "MusicnnBackend", "MusicnnResult", "Vgg", "checkpoint_dir",
-           "default_chunk", "load_model", "log_mel", "musicnn_features", "patch_counts", "tag_names"]
+__all__ = ["MODELS", "WEIGHTS_DIR", "ClipTooShortError", "MusiCNN", "MusicnnBackend", "MusicnnResult", "Vgg",
+           "checkpoint_dir", "convert_musicnn_checkpoints", "default_chunk", "load_model", "log_mel",
+           "musicnn_features", "patch_counts", "safetensors_metadata", "tag_names", "weights_path"]
+
+
+if __name__ == "__main__":  # python -m tunespace.encoders.musicnn OUT [SOURCE]: convert the TF1 checkpoints
+    import sys
+
+    if not 2 <= len(sys.argv) <= 3:
+        sys.exit("usage: python -m tunespace.encoders.musicnn OUT_DIR [CHECKPOINTS_DIR]")
+    for written in convert_musicnn_checkpoints(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None):
+        print(f"{written} ({written.stat().st_size / 1e6:.2f} MB)")

