@@ -14,7 +14,7 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.errors import TunespaceError
 
 DATASETS = ("synthetic", "hetrec", "movielens-100k", "folder")
-HETREC_DEFAULT_PATH = Path("../shared/data/hetrec2011-lastfm-2k")  # where the project keeps it, from the repo root
+HETREC_DEFAULT_PATH = Path("../shared/data/hetrec2011-lastfm-2k")  # where the project keeps it (named in messages only)
 
 
 @dataclass
@@ -42,7 +42,11 @@ def load_source(name: str, path: str | Path | None = None, cutoff: str | None = 
         from tunespace.data.loaders.hetrec import load_hetrec, tag_text
         from tunespace.data.text_features import tfidf_lsa_embeddings
 
-        data = load_hetrec(path or HETREC_DEFAULT_PATH)
+        if path is None:
+            raise TunespaceError(f"dataset 'hetrec' needs --data pointing at the hetrec2011-lastfm-2k folder (in this "
+                                 f"project: {HETREC_DEFAULT_PATH}, relative to the repository root); nothing is looked "
+                                 "up outside the project unless you name it")
+        data = load_hetrec(path)
         embeddings = {}
         if cutoff is not None:
             texts = tag_text(data.tag_events, before=cutoff)

@@ -185,3 +185,31 @@ def test_embed_without_a_terminal_logs_progress_lines_and_an_unwrapped_skipped_t
     assert logged[-1].endswith(" s") and "audio min, 1 skipped, " in logged[-1]
     title = f"skipped tracks (all 1 with reasons in {tmp_path / 'emb'}/shard-*.skipped.parquet)"
     assert title in lines  # one line of its own, however narrow the table under it
+
+
+def test_embed_min_seconds_skips_short_tracks_with_the_reason(tmp_path):
+    import numpy as np
+    import soundfile
+
+    from tunespace.data.embeddings import ItemEmbeddings
+
+    (tmp_path / "audio").mkdir()
+    for name, seconds in (("long", 1.0), ("short", 0.6)):
+        t = np.arange(int(16000 * seconds)) / 16000
+        soundfile.write(tmp_path / "audio" / f"{name}.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
+                        16000)
+    pd.DataFrame({"track_id": ["long", "short"], "audio_path": ["audio/long.wav", "audio/short.wav"]}).to_parquet(
+        tmp_path / "tracks.parquet")
+    assert main(["embed", "--backend", "mfcc", "--data", str(tmp_path), "--out", str(tmp_path / "emb"),
+                 "--min-seconds", "0.8"]) == 0
+    assert list(ItemEmbeddings.load(tmp_path / "emb").ids) == ["long"]
+    skipped = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb").glob("shard-*.skipped.parquet"))
+    assert skipped["track_id"].tolist() == ["short"] and "shorter than 0.8 s" in skipped["reason"].iloc[0]
+
+
+def test_hetrec_without_data_names_the_folder_instead_of_looking_outside(capsys):
+    assert main(["benchmark", "recsys", "--dataset", "hetrec", "--cutoff", "2010-01-01",
+                 "--test-start", "2010-07-01"]) == 1
+    out = capsys.readouterr()
+    message = (out.out + out.err).strip()
+    assert "needs --data" in message and "Traceback" not in message

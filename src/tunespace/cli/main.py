@@ -29,7 +29,7 @@ from tunespace.cli.common import show_tests as _show_tests
 from tunespace.cli.htcl import htcl_app
 from tunespace.data.embeddings import ItemEmbeddings, expected_shards
 from tunespace.data.splits import Split, SplitConfig, temporal_split
-from tunespace.encoders.extract import ExtractionConfig
+from tunespace.encoders.extract import DEFAULT_MIN_SECONDS, ExtractionConfig
 from tunespace.errors import EvaluationFolderError, TunespaceError
 from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, accepts, model_specs, run_benchmark
 from tunespace.evaluation.seeds import SplitSeedRuns
@@ -524,6 +524,9 @@ def embed(
     option: Annotated[list[str] | None, typer.Option(help="Backend option key=value (layer, weights...).")] = None,
     batch_size: Annotated[int, typer.Option(help="Segments per forward pass.")] = 16,
     shard_size: Annotated[int, typer.Option(help="Tracks per output shard.")] = 256,
+    min_seconds: Annotated[float, typer.Option(
+        help="Skip (and record) tracks shorter than this; the backend's own minimum applies if larger.")]
+    = DEFAULT_MIN_SECONDS,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     worker: Annotated[int, typer.Option(help="This worker's index in a distributed run.")] = 0,
     workers: Annotated[int, typer.Option(help="Number of workers sharing the shards.")] = 1,
@@ -540,7 +543,8 @@ def embed(
         raise typer.BadParameter("--data and --out are required")
     device = str(resolve_device(device or "auto"))
     config = ExtractionConfig(backend=backend, options=_parse_options(option or []), pooling=pooling,
-                              batch_size=batch_size, shard_size=shard_size, device=device)
+                              batch_size=batch_size, shard_size=shard_size, device=device,
+                              min_seconds=min_seconds)
     with needs_extra():  # a backend's optional package (transformers, musicnn...) -> what to install
         _embed(config, data, out, worker, workers)
 
