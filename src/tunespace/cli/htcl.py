@@ -415,7 +415,13 @@ def _select(results, semantic: pd.DataFrame, model: str, candidates: list[str], 
 
 def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status: dict[str, str], sets,
                   models: tuple[str, ...], control: str, stage1: str | None, record: dict) -> list[Path]:
-    from tunespace.contrastive.evaluate import POPULARITY_ROW, comparison_pairs, paired_tests, seed_table
+    from tunespace.contrastive.evaluate import (
+        POPULARITY_ROW,
+        comparison_pairs,
+        paired_tests,
+        popularity_label,
+        seed_table,
+    )
     from tunespace.io import write_parquet
     from tunespace.reports.tables import formatted
 
@@ -423,7 +429,7 @@ def _write_tables(out: Path, semantic: pd.DataFrame, results, selection, status:
     if selection is not None:
         table = selection.table.merge(semantic[semantic["part"] == "validation"][["run", "lambda", "mu"]], on="run",
                                       how="left")
-        table["beta"] = table["run"].map(lambda run: results.betas.get(f"{models[0]}+pop[{run}]"))
+        table["beta"] = table["run"].map(lambda run: results.betas.get(popularity_label(f"{models[0]}[{run}]")))
         table.to_csv(out / "selection.csv", index=False)
         written.append(out / "selection.csv")
         shown = table[["run", "role", "lambda", "beta", "validation_ndcg@50", "validation_ndcg@50_raw",

@@ -20,6 +20,7 @@ import pandas as pd
 
 from tunespace.contrastive.htcl import HTCL, AudioBank, Corpus, Holdout, TrunkFeatures, embed_texts, embed_tracks
 from tunespace.data.embeddings import ItemEmbeddings
+from tunespace.evaluation.benchmark import popularity_label
 from tunespace.evaluation.evaluate import EvaluationResult, evaluate
 from tunespace.evaluation.popularity import POPULARITY_WEIGHTS, choose_weight, weight_grid
 from tunespace.evaluation.probe import linear_probe
@@ -129,12 +130,6 @@ COLD_PARTS = {"validation": "cold_validation", "test": "cold_test"}
 
 POPULARITY_ROW = "popularity"
 """The content-free reference row (`recommenders.Popularity`) ranked beside every embedding set."""
-
-
-def popularity_label(label: str) -> str:
-    """The popularity-aware row of a content row: `knn[run]` -> `knn+pop[run]`."""
-    name, _, rest = label.partition("[")
-    return f"{name}+pop[{rest}"
 
 
 @dataclass
@@ -314,13 +309,14 @@ def comparison_pairs(models: Sequence[str], control: str, selected: str | None, 
 
     def against_control(names: Sequence[str]) -> list[tuple[str, str]]:
         return [pair for name in names if name != control for m in models
-                for pair in ((f"{m}+pop[{name}]", f"{m}+pop[{control}]"), (f"{m}[{name}]", f"{m}[{control}]"))]
+                for pair in ((popularity_label(f"{m}[{name}]"), popularity_label(f"{m}[{control}]")),
+                             (f"{m}[{name}]", f"{m}[{control}]"))]
 
     reported: list[tuple[str, str]] = []
     if selected is not None:
         for m in models:
-            aware = f"{m}+pop[{selected}]"
-            baselines = [f"{m}+pop[{name}]" for name in (control, stage1) if name not in (None, selected)]
+            aware = popularity_label(f"{m}[{selected}]")
+            baselines = [popularity_label(f"{m}[{name}]") for name in (control, stage1) if name not in (None, selected)]
             reported += [(aware, baseline) for baseline in baselines] + [(aware, POPULARITY_ROW)]
             if selected != control:
                 reported.append((f"{m}[{selected}]", f"{m}[{control}]"))

@@ -39,8 +39,7 @@ from torch import nn
 from tunespace.audio.decode import AudioDecodeError
 from tunespace.audio.stream import stream_segments
 from tunespace.contrastive.losses import AnchorDistillation, CatalogueSoftmax, InfoNCE, ListenerSoftmax
-from tunespace.contrastive.pairs import (PAIR_SOURCES, ListenerHoldout, PairContext, PairSource, make_pair_source,
-                                         sample_mixed)
+from tunespace.contrastive.pairs import PAIR_SOURCES, PairContext, PairSource, make_pair_source, sample_mixed
 from tunespace.contrastive.train import DistributedContext, TrainConfig
 from tunespace.encoders.audio_encoder import AudioEncoder, AudioEncoderConfig
 from tunespace.encoders.text import TextEncoder, TextEncoderConfig
@@ -458,7 +457,7 @@ class BatchMaker:
             raise ConfigError("catalogue_negatives > 0, but no track outside the held-out set was played before "
                               "the cutoff")
         self.bias = torch.from_numpy(config.stage.popularity_correction * np.log1p(plays)).float()
-        self.listener = bool(preference) and isinstance(preference[0], ListenerHoldout)
+        self.listener = config.stage.listener_objective
         if self.listener and features is None:
             raise ConfigError("the listener source needs the trunk's cached window features (tune: head)")
         self.row_of = np.full(len(bank.ids), -1, dtype=np.int64)  # track index -> row among the drawable tracks

@@ -120,7 +120,13 @@ def uses_validation(spec: ModelSpec) -> bool:
 
 
 POPULARITY_SUFFIX = "+pop"
-"""Marks a popularity-aware row: `knn[minilm]` -> `knn+pop[minilm]`, as `htcl evaluate` labels them."""
+"""Marks a popularity-aware row: `knn[minilm]` -> `knn+pop[minilm]` (`popularity_label`)."""
+
+
+def popularity_label(label: str) -> str:
+    """The popularity-aware row of a content row: `knn[run]` -> `knn+pop[run]` (here and in `htcl evaluate`)."""
+    name, _, rest = label.partition("[")
+    return f"{name}{POPULARITY_SUFFIX}[{rest}"
 
 
 def popularity_specs(specs: Iterable[ModelSpec]) -> list[ModelSpec]:
@@ -134,7 +140,7 @@ def popularity_specs(specs: Iterable[ModelSpec]) -> list[ModelSpec]:
     for spec in specs:
         out.append(spec)
         if spec.backend is not None and spec.popularity_of is None and spec.label not in present:
-            out.append(replace(spec, label=f"{spec.name}{POPULARITY_SUFFIX}[{spec.backend}]",
+            out.append(replace(spec, label=popularity_label(spec.label),
                                popularity_of=spec.label))
     return out
 
