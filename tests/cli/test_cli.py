@@ -38,6 +38,9 @@ def test_split_then_evaluate_writes_tables(data_dir, tmp_path):
     assert set(per_user["model"]) == {"popularity", "ease", "knn[content]"}
     significance = pd.read_csv(tmp_path / "results" / "significance.csv")
     assert set(significance["model"]) == {"ease", "knn[content]"}
+    assert main(["report", "--eval", str(tmp_path / "results"), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1 and "Paired tests on NDCG@50" in page
 
 
 def test_benchmark_on_a_data_folder(data_dir, tmp_path):
@@ -141,6 +144,7 @@ def test_demo_leads_to_the_benchmark_with_its_backends(tmp_path, capsys, monkeyp
             f"--test-start {CUTOFF} --out {out / 'benchmark'}") in said
     assert f"tunespace htcl pretrain --data {corpus} --out {out / 'htcl-stage1'}" in said
     assert f"tunespace report --eval {out / 'htcl-eval'}" in said
+    assert (out / "report.html").is_file() and f"wrote {out / 'report.html'}" in said
     # the printed benchmark command works as it stands (fewer models, to stay quick)
     assert main(["benchmark", "recsys", "--dataset", "folder", "--data", str(corpus), "--backends", "mfcc",
                  "--models", "popularity,knn", "--cutoff", CUTOFF, "--test-start", CUTOFF, "--no-popularity-aware",

@@ -22,7 +22,9 @@ from tunespace.reports.html import (
     Table,
     evaluation_report,
     human_header,
+    per_user_intervals,
     render_html,
+    results_report,
     significant,
     tradeoff_plot,
     write_html_report,
@@ -297,3 +299,51 @@ def test_page_fits_headless_chromium(tmp_path):
                          capture_output=True, text=True, timeout=120).stdout
     images, scroll, width = map(int, re.search(r'data-fit="(\d+) (\d+) (\d+)"', dom).groups())
     assert images == 1 and 0 < scroll <= width, (scroll, width)
+
+
+def per_user_frame() -> pd.DataFrame:
+    """Two models, two split seeds of 4 users each (hand-made values)."""
+    rows = []
+    for seed, hits, ndcg in ((42, [1, 0, 0, 0], [0.5, 0.0, 0.0, 0.1]), (43, [1, 1, 0, 0], [0.3, 0.2, 0.0, 0.0])):
+        for user, (hit, gain) in enumerate(zip(hits, ndcg)):
+            rows.append({"user_id": f"u{user}", "model": "a", "split_seed": seed, "seed": 0,
+                         "hit_rate@50": float(hit), "ndcg@50": gain})
+            rows.append({"user_id": f"u{user}", "model": "b", "split_seed": seed, "seed": 0,
+                         "hit_rate@50": 1.0, "ndcg@50": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_per_user_intervals_average_group_means_and_stay_in_range():
+    bounds = per_user_intervals(per_user_frame(), ["hit_rate@50", "ndcg@50"])
+    a = bounds["hit_rate@50"].loc["a"]
+    assert a["mean"] == pytest.approx((0.25 + 0.5) / 2)  # the mean of the split seeds' means
+    assert 0.0 <= a["low"] <= a["mean"] <= a["high"] <= 1.0
+    assert bounds["ndcg@50"].loc["a", "mean"] == pytest.approx((0.15 + 0.125) / 2)
+    assert tuple(bounds["ndcg@50"].loc["b"]) == (1.0, 1.0, 1.0)  # every resample of all-ones is 1
+
+
+def test_per_user_intervals_one_group_hit_rate_is_wilson():
+    frame = per_user_frame()
+    one = frame[frame["split_seed"] == 42]
+    a = per_user_intervals(one, ["hit_rate@50"])["hit_rate@50"].loc["a"]
+    expected = bounded_interval(np.array([1.0, 0, 0, 0]), method="wilson")
+    assert (a["low"], a["high"]) == pytest.approx((expected.low, expected.high))
+
+
+def test_results_report_from_an_evaluate_folder(tmp_path):
+    per_user = per_user_frame()
+    summary = per_user_intervals(per_user, ["hit_rate@50", "ndcg@50"])
+    table = pd.DataFrame({"model": ["a", "b"], "users": [4, 4]})
+    for metric, frame in summary.items():  # the CSV carries t-bounds; the page recomputes bounded ones
+        table[metric] = frame["mean"].to_numpy()
+        table[f"{metric}_low"], table[f"{metric}_high"] = table[metric] - 0.3, table[metric] + 0.3
+    table.to_csv(tmp_path / "results.csv", index=False)
+    per_user.to_parquet(tmp_path / "per_user.parquet")
+    (tmp_path / "results.md").write_text("# evaluate\n\nProtocol: a hand-made folder.\n\n| model |\n|---|\n")
+    parsed = Page(results_report(tmp_path, tmp_path / "report.html").read_text())
+    text = "".join(parsed.text)
+    assert len(parsed.named("img")) == 1 and "Protocol: a hand-made folder." in text
+    header, first, second = parsed.tables[0]
+    assert header[:3] == ["model", "HR@50", "NDCG@50"] and second[1:3] == ["1 (1-1)", "1 (1-1)"]
+    low, high = (float(x) for x in first[1].split("(")[1].rstrip(")").split("-"))
+    assert 0.0 <= low < high <= 1.0  # not the CSV's -0.3 offsets

@@ -769,6 +769,9 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and r
     preamble = (f"Built-in corpus ({size}); train before {CUTOFF}, test pairs first seen after it, test users "
                 "(seed 42); full ranking with seen items removed; mean ± 95% t-interval half-width.")
     _report(run, out, "Demo: built-in corpus, temporal protocol", preamble, baseline="popularity")
+    from tunespace.reports.html import results_report
+
+    console.print(f"wrote {results_report(out, out / 'report.html')} (open it in a browser)", soft_wrap=True)
     console.print(_demo_next_steps(out, list(embeddings), CUTOFF), soft_wrap=True, highlight=False)
 
 
@@ -784,7 +787,7 @@ def _demo_next_steps(out: Path, backends: Sequence[str], cutoff: str) -> str:
          f"--test-start {cutoff} --out {shlex.quote(str(out / 'benchmark'))}"),
         f"  tunespace htcl pretrain --data {corpus} --out {stage1} --config tiny",
         f"  tunespace htcl evaluate --data {corpus} --run {stage1} --out {evaluation}",
-        f"  tunespace report --eval {evaluation} --out {shlex.quote(str(out / 'report.html'))}",
+        f"  tunespace report --eval {evaluation} --out {shlex.quote(str(out / 'htcl-report.html'))}",
     ])
 
 
@@ -821,31 +824,36 @@ def import_log(
 
 @app.command()
 def report(
-    evaluation: Annotated[Path, typer.Option("--eval", help="A folder written by `tunespace htcl evaluate`.")],
+    evaluation: Annotated[Path, typer.Option("--eval", help="A folder written by `tunespace htcl evaluate`, "
+                                                            "`tunespace evaluate`, `benchmark recsys` or the demo.")],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
 ) -> None:
-    """One self-contained HTML page with the tables and the semantic/recommendation trade-off plot."""
-    from tunespace.reports.html import evaluation_report
+    """One self-contained HTML page with a figure of every model's metrics, the tables and the paired tests."""
+    from tunespace.reports.html import evaluation_report, results_report
 
-    _check_evaluation_folder(evaluation)
-    console.print(f"wrote {evaluation_report(evaluation, out)}")
-
-
-REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes and report reads
+    write = evaluation_report if _report_kind(evaluation) == "htcl" else results_report
+    console.print(f"wrote {write(evaluation, out)}")
 
 
-def _check_evaluation_folder(folder: Path) -> None:
-    """Refuse a folder `htcl evaluate` did not write, naming the command that writes one (not a KeyError later)."""
-    expected = f"expected a folder written by `tunespace htcl evaluate --out {folder}`"
+HTCL_REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes
+RESULTS_REPORT_INPUTS = ("results.csv",)  # what `evaluate`, `benchmark recsys` and the demo write
+
+
+def _report_kind(folder: Path) -> str:
+    """"htcl" or "results" by the files in the folder; a folder of neither kind names the commands that write one."""
+    expected = ("expected a folder written by `tunespace htcl evaluate --out FOLDER`, `tunespace evaluate --out "
+                "FOLDER`, `tunespace benchmark recsys --out FOLDER` or `tunespace demo --out FOLDER`")
     if not folder.is_dir():
         raise EvaluationFolderError(f"{folder}: no such folder; {expected}")
-    missing = [name for name in REPORT_INPUTS if not (folder / name).is_file()]
-    if not missing:
-        return
-    if (folder / "results.csv").is_file():  # `evaluate` / `benchmark recsys` write results.csv and results.md
-        raise EvaluationFolderError(f"{folder}: written by `tunespace evaluate` or `benchmark recsys`, whose tables "
-                                    f"are already in {folder / 'results.md'}; `report` {expected}")
-    raise EvaluationFolderError(f"{folder}: no {' or '.join(missing)}; {expected}")
+    htcl = [name for name in HTCL_REPORT_INPUTS if (folder / name).is_file()]
+    if len(htcl) == len(HTCL_REPORT_INPUTS):
+        return "htcl"
+    if htcl:
+        missing = [name for name in HTCL_REPORT_INPUTS if name not in htcl]
+        raise EvaluationFolderError(f"{folder}: no {' or '.join(missing)}; {expected}")
+    if all((folder / name).is_file() for name in RESULTS_REPORT_INPUTS):
+        return "results"
+    raise EvaluationFolderError(f"{folder}: no results.csv, semantic.csv or preference.csv; {expected}")
 
 
 @app.command()

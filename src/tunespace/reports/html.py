@@ -425,3 +425,111 @@ def evaluation_report(evaluation: str | Path, out: str | Path) -> Path:
 def _human(frame: pd.DataFrame) -> pd.DataFrame:
     """Human headers and `significant` cells."""
     return pd.DataFrame({human_header(c): frame[c].map(significant) for c in frame.columns})
+
+
+def per_user_intervals(per_user: pd.DataFrame, metrics: Sequence[str], level: float = 0.95, resamples: int = 2000,
+                       seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Metric -> model-indexed mean, low, high from per-user values, inside [0, 1] by construction.
+
+    A benchmark's figure is the mean over its (split seed, training seed) groups of each group's mean over users.
+    The same user sits in several groups, so the interval is a percentile bootstrap that resamples users (not rows)
+    and recomputes every group's mean from the resampled users, averaged as the figure is. With one group a hit rate
+    (0 or 1 per user) gets Wilson's interval instead.
+    """
+    from tunespace.evaluation.significance import bounded_interval
+
+    groups = [c for c in ("split_seed", "seed") if c in per_user.columns]
+    rng = np.random.default_rng(seed)
+    tail = (1 - level) / 2
+    out: dict[str, pd.DataFrame] = {}
+    for metric in metrics:
+        rows = {}
+        for model, frame in per_user.groupby("model", sort=False):
+            keys = frame[groups].astype(str).agg("/".join, axis=1) if groups else pd.Series("all", frame.index)
+            table = frame.assign(group=keys.to_numpy()).pivot_table(index="user_id", columns="group", values=metric,
+                                                                    aggfunc="mean")
+            values = table.to_numpy(dtype=float)  # users x groups, NaN where a user is not in a group
+            present = ~np.isnan(values)
+            mean = float(np.nanmean(values, axis=0).mean())
+            if values.shape[1] == 1 and metric.startswith("hit_rate"):
+                interval = bounded_interval(values[present[:, 0], 0], method="wilson", level=level)
+                rows[model] = (mean, interval.low, interval.high)
+                continue
+            users = values.shape[0]
+            counts = rng.multinomial(users, np.full(users, 1.0 / users), size=resamples).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                group_means = (counts @ np.nan_to_num(values)) / (counts @ present)
+            draws = np.nanmean(group_means, axis=1)
+            rows[model] = (mean, float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
+        out[metric] = pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "low", "high"])
+    return out
+
+
+def _interval_columns(frame: pd.DataFrame, bounds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """model plus one "mean (low-high)" column per metric under a human header."""
+    out = pd.DataFrame({"model": frame["model"].astype(str)})
+    for metric, interval in bounds.items():
+        rows = interval.reindex(frame["model"])
+        out[human_header(metric)] = [_interval_text(m, lo, hi, False) for m, lo, hi in
+                                     zip(rows["mean"], rows["low"], rows["high"])]
+    return out
+
+
+def _preamble(markdown: Path) -> str:
+    """The protocol paragraph that `evaluate` and `benchmark recsys` write under the title of results.md."""
+    if not markdown.is_file():
+        return ""
+    paragraphs = [p.strip() for p in markdown.read_text(encoding="utf-8").split("\n\n")]
+    return next((p for p in paragraphs if p and not p.startswith(("#", "|"))), "")
+
+
+def results_report(folder: str | Path, out: str | Path) -> Path:
+    """One page from a folder written by `tunespace evaluate`, `benchmark recsys` or the demo: the protocol, a figure
+    of each model's headline metrics with intervals, the table, and the paired tests of the headline metric."""
+    folder = Path(folder)
+    frame = pd.read_csv(folder / "results.csv")
+    metrics = [c for c in frame.columns if f"{c}_low" in frame.columns and c.split("@")[0] in RANGED]
+    largest = max((int(m.split("@")[1]) for m in metrics), default=0)
+    shown = [m for m in metrics if m.endswith(f"@{largest}")]
+    per_user_path = folder / "per_user.parquet"
+    per_user = pd.read_parquet(per_user_path) if per_user_path.is_file() else None
+    if per_user is not None and set(frame["model"].astype(str)) <= set(per_user["model"].astype(str)):
+        bounds = per_user_intervals(per_user, metrics)
+        table = _interval_columns(frame, bounds)
+        note = ("Cells read mean (low-high): a 95% percentile bootstrap over test users (each resample recomputes "
+                "every split and training seed's mean from the drawn users; Wilson's interval for a hit rate from "
+                "one group), so no bound leaves [0, 1].")
+    else:
+        folded = fold_intervals(frame[["model", "users", *[c for m in metrics for c in (m, f"{m}_low", f"{m}_high")]]])
+        bounds, table, note = folded.bounds, folded.frame, folded.note
+        for metric in bounds:
+            bounds[metric] = bounds[metric].set_axis(frame["model"].astype(str))
+    extra = [c for c in ("users", "beta", "fit_s") if c in frame.columns and human_header(c) not in table.columns]
+    for column in extra:
+        table[human_header(column)] = frame[column].map(significant).to_numpy()
+    names = list(frame["model"].astype(str))
+    figure = metric_figure(names, {m: bounds[m].reindex(names) for m in shown})
+    sections: list[Section] = [
+        Paragraph(f"Results folder: {folder}. " + _preamble(folder / "results.md")),
+        Plot(figure, caption=f"each model's test metrics at k={largest} with the intervals of the table"),
+        Heading("Results (test users)"),
+        Paragraph(note),
+        Table(table, caption="every model, every cut-off"),
+    ]
+    if (folder / "cold.csv").is_file():
+        cold = pd.read_csv(folder / "cold.csv")
+        cold_metrics = [c for c in cold.columns if f"{c}_low" in cold.columns]
+        kept = ["model", *(["users"] if "users" in cold else []),
+                *[c for m in cold_metrics for c in (m, f"{m}_low", f"{m}_high")]]
+        sections.append(Table(fold_intervals(cold[kept]).frame,
+                              caption="cold items (first played after the cutoff), t-intervals as written"))
+    if (folder / "significance.csv").is_file():
+        tests = pd.read_csv(folder / "significance.csv")
+        headline = f"ndcg@{largest}"
+        if "metric" in tests:
+            tests = tests[tests["metric"] == headline]
+        columns = [c for c in ["baseline_kind", "model", "baseline", "mean_difference", "t_p_holm",
+                               "wilcoxon_p_holm"] if c in tests]
+        sections += [Heading(f"Paired tests on {human_header(headline)}"),
+                     Table(_human(tests[columns]), caption="paired over test users, Holm-corrected")]
+    return write_html_report(out, "tunespace results report", sections)
