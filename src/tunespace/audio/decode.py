@@ -17,6 +17,8 @@ import soxr
 from tunespace.errors import TunespaceError
 
 OPEN_ERRORS = (RuntimeError, soundfile.LibsndfileError, OSError)
+# how libsndfile ("does not exist", "System error") and ffmpeg say that no audio format was recognised
+NO_FORMAT_WORDS = ("does not exist", "System error", "Invalid data found when processing input")
 
 
 class AudioDecodeError(TunespaceError):
@@ -34,8 +36,9 @@ def open_error(path: str | Path, error: BaseException) -> AudioDecodeError:
         return AudioDecodeError(f"{path}: not readable (permission denied)")
     if file.stat().st_size == 0:
         return AudioDecodeError(f"{path}: not audio (empty file)")
-    detail = re.sub(r"^Error opening .*?: ", "", str(error)).strip().rstrip(".")
-    if not detail or "does not exist" in detail or "System error" in detail:  # libsndfile's words for "no format"
+    detail = re.sub(r"^Error opening .*?: ", "", str(error))  # libsndfile's prefix
+    detail = re.sub(r"^\[Errno -?\d+\] ", "", detail).replace(f": '{path}'", "").strip().rstrip(".")  # ffmpeg's
+    if not detail or any(words in detail for words in NO_FORMAT_WORDS):
         detail = "no audio format recognised"
     return AudioDecodeError(f"{path}: not audio ({detail})")
 

@@ -527,6 +527,8 @@ def embed(
     min_seconds: Annotated[float, typer.Option(
         help="Skip (and record) tracks shorter than this; the backend's own minimum applies if larger.")]
     = DEFAULT_MIN_SECONDS,
+    decoder: Annotated[str, typer.Option(help="auto (PyAV for compressed files when the decode extra is installed, "
+                                              "else soundfile), soundfile or av.")] = "auto",
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     worker: Annotated[int, typer.Option(help="This worker's index in a distributed run.")] = 0,
     workers: Annotated[int, typer.Option(help="Number of workers sharing the shards.")] = 1,
@@ -544,7 +546,7 @@ def embed(
     device = str(resolve_device(device or "auto"))
     config = ExtractionConfig(backend=backend, options=_parse_options(option or []), pooling=pooling,
                               batch_size=batch_size, shard_size=shard_size, device=device,
-                              min_seconds=min_seconds)
+                              min_seconds=min_seconds, decoder=decoder)
     with needs_extra():  # a backend's optional package (transformers, musicnn...) -> what to install
         _embed(config, data, out, worker, workers)
 

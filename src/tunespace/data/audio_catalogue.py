@@ -6,8 +6,9 @@ What it writes into the data folder DATA:
   file's path relative to DATA, because extraction (`tunespace embed --data DATA`) resolves audio_path against
   DATA. When the audio folder is outside DATA this path starts with `..`; moving DATA alone then breaks it, moving
   both together does not. duration is in seconds, from the file header. title, artist, album and genre come from
-  the tags libsndfile reads (WAV INFO chunks, FLAC/Ogg Vorbis comments); mutagen is not used, so ID3 tags of MP3
-  files and MP4 tags are not read, and those columns are empty for such files.
+  the file's tags: with PyAV installed (the `decode` extra) every compressed file is read by ffmpeg, which gives
+  ID3 (MP3), MP4/M4A, Vorbis and Opus tags; PCM files (WAV INFO chunks, FLAC comments) and, without PyAV, every
+  file are read by libsndfile, which has no ID3 or MP4 tags (those columns stay empty then).
 - skipped.parquet: every file that could not be read as audio (path relative to the audio folder, kind, reason),
   so a corrupt file or a stray text file is listed rather than silently dropped or fatal.
 Hidden files and folders (name starting with ".") and anything inside DATA itself are ignored.
@@ -23,6 +24,7 @@ import pandas as pd
 import soundfile
 
 from tunespace.audio.decode import OPEN_ERRORS, AudioDecodeError, open_error
+from tunespace.audio.stream import PCM_SUFFIXES, av_open, av_seconds, resolve_decoder
 from tunespace.data.schema import TRACKS, validate_table
 from tunespace.errors import TunespaceError
 from tunespace.io import write_parquet
@@ -55,8 +57,10 @@ def _files(folder: Path, exclude: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _read(path: Path) -> tuple[float, dict[str, str]]:
-    """Duration in seconds and the text tags libsndfile exposes; AudioDecodeError with the true reason otherwise."""
+def _read(path: Path, decoder: str) -> tuple[float, dict[str, str]]:
+    """Duration in seconds and the file's text tags; AudioDecodeError with the true reason otherwise."""
+    if decoder == "av" and path.suffix.lower() not in PCM_SUFFIXES:
+        return _read_av(path)
     try:
         with soundfile.SoundFile(str(path)) as handle:
             frames, rate = handle.frames, handle.samplerate
@@ -69,9 +73,21 @@ def _read(path: Path) -> tuple[float, dict[str, str]]:
     return frames / rate, tags
 
 
-def build_audio_catalogue(folder: str | Path, data: str | Path) -> CatalogueReport:
+def _read_av(path: Path) -> tuple[float, dict[str, str]]:
+    """The same through ffmpeg: container tags (ID3, MP4) and the audio stream's own (Vorbis/Opus comments)."""
+    with av_open(path) as container:
+        seconds = av_seconds(container)
+        metadata = {**container.metadata, **container.streams.audio[0].metadata}
+    if seconds <= 0:
+        raise AudioDecodeError(f"{path}: no samples")
+    tags = {k.lower(): str(v).strip() for k, v in metadata.items() if k.lower() in TAGS and str(v).strip()}
+    return seconds, tags
+
+
+def build_audio_catalogue(folder: str | Path, data: str | Path, decoder: str = "auto") -> CatalogueReport:
     """Scan `folder` for audio files and write DATA/tracks.parquet and DATA/skipped.parquet (see the module doc)."""
     folder, data = Path(folder), Path(data)
+    decoder = resolve_decoder(decoder)
     if not folder.is_dir():
         raise CatalogueError(f"{folder}: not a folder of audio files")
     if data.exists() and not data.is_dir():
@@ -81,7 +97,7 @@ def build_audio_catalogue(folder: str | Path, data: str | Path) -> CatalogueRepo
     for path in _files(folder, data.resolve()):
         relative = path.relative_to(folder).as_posix()
         try:
-            duration, tags = _read(path)
+            duration, tags = _read(path, decoder)
         except AudioDecodeError as error:
             reason = str(error).removeprefix(f"{path}: ")
             skipped.append({"path": relative, "kind": reason.split(" (")[0], "reason": reason})

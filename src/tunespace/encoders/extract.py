@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tunespace.audio.decode import AudioDecodeError
-from tunespace.audio.stream import audio_seconds, stream_segments
+from tunespace.audio.stream import audio_seconds, resolve_decoder, stream_segments
 from tunespace.encoders.base import AudioBackend, get_backend
 from tunespace.errors import DataValidationError, TunespaceError
 from tunespace.io import atomic_path, write_text
@@ -58,7 +58,7 @@ POOLINGS = ("mean", "mean+std")
 SKIPPED_COLUMNS = ["track_id", "audio_path", "kind", "reason"]
 DEFAULT_MIN_SECONDS = 0.5
 # Manifest keys added after output folders already existed: an older manifest without one is not refused for it.
-LATER_MANIFEST_KEYS = ("min_seconds",)
+LATER_MANIFEST_KEYS = ("min_seconds", "decoder")
 
 
 class ExtractionError(TunespaceError):
@@ -79,6 +79,7 @@ class ExtractionConfig:
     min_seconds: float = DEFAULT_MIN_SECONDS  # shorter tracks are skipped (the backend's own minimum if larger)
     checkpoint_tracks: int = 32  # a shard in progress is saved every this many tracks...
     checkpoint_seconds: float = 60.0  # ...and at the first track end after this many seconds since the last save
+    decoder: str = "auto"  # auto (PyAV for compressed files when installed), soundfile or av: see audio.stream
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -158,6 +159,7 @@ class Extractor:
         self.min_samples = int(np.ceil(self.backend.min_seconds * self.backend.sample_rate))
         self.min_track_seconds = max(float(config.min_seconds), float(self.backend.min_seconds))
         self.skipped_so_far = 0  # tracks skipped so far in the current run, for progress lines
+        self.decoder = resolve_decoder(config.decoder)
 
     @property
     def output_dim(self) -> int:
@@ -170,7 +172,7 @@ class Extractor:
                 "pooling": config["pooling"], "shard_size": config["shard_size"], "dim": self.output_dim,
                 "sample_rate": self.backend.sample_rate, "segment_seconds": self.backend.segment_seconds,
                 "tracks": len(tracks), "catalogue": catalogue_digest(tracks),
-                "min_seconds": self.min_track_seconds}
+                "min_seconds": self.min_track_seconds, "decoder": self.decoder}
 
     def run(self, tracks: pd.DataFrame, root: str | Path, out: str | Path, worker: int = 0, workers: int = 1,
             progress: Callable[[int, float], None] | None = None, source: str | None = None) -> ExtractionReport:
@@ -285,9 +287,8 @@ class Extractor:
 
     def _decode(self, path: Path) -> Iterable[np.ndarray]:
         """Short files are decoded whole (in a prefetch thread); long ones come back as a lazy stream."""
-        if audio_seconds(path) > self.config.whole_file_seconds:
-            return stream_segments(path, self.backend.sample_rate, self.segment_samples)
-        return list(stream_segments(path, self.backend.sample_rate, self.segment_samples))
+        segments = stream_segments(path, self.backend.sample_rate, self.segment_samples, self.decoder)
+        return segments if audio_seconds(path, self.decoder) > self.config.whole_file_seconds else list(segments)
 
     def _embed_shard(self, part: pd.DataFrame, root: Path, progress: Callable[[int, float], None] | None,
                      partial: Path) -> tuple[tuple[list[str], list[np.ndarray]], list[dict[str, str]], float]:
