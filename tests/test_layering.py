@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tunespace"
 FORBIDDEN = {
     "data": ("encoders", "contrastive", "recommenders", "evaluation", "corpus", "reports", "cli", "sources"),
     "encoders": ("contrastive", "recommenders", "evaluation", "corpus", "reports", "cli", "sources"),
+    "symbolic": ("encoders", "contrastive", "recommenders", "evaluation", "corpus", "reports", "cli", "sources"),
 }
 
 

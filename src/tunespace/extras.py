@@ -16,6 +16,7 @@ EXTRAS: dict[str, str] = {
     "music21": "corpus",
     "symusic": "corpus",
     "pretty_midi": "corpus",
+    "mido": "corpus",
     "transformers": "encoders",
     "safetensors": "encoders",
     "huggingface_hub": "encoders",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunespace.evaluation.probe import linear_probe, stratified_split
+import pytest
+
+from tunespace.evaluation.probe import linear_probe, macro_f1, probe_on_split, stratified_split
 
 
 def test_stratified_split_keeps_class_proportions_and_is_disjoint():
@@ -29,3 +31,25 @@ def test_noise_stays_near_chance():
     labels = rng.integers(0, 4, 400)
     result = linear_probe(rng.standard_normal((400, 10)), labels, seed=0)
     assert result.balanced_accuracy < 0.45  # four balanced classes: chance is 0.25
+
+
+def test_macro_f1_by_hand():
+    truth, predicted = np.array(["a", "a", "b", "c"]), np.array(["a", "b", "b", "b"])
+    # a: tp 1, fp 0, fn 1 -> 2/3; b: tp 1, fp 2, fn 0 -> 1/2; c: tp 0, fn 1 -> 0
+    assert macro_f1(truth, predicted) == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert macro_f1(truth, truth) == 1.0
+
+
+def test_probe_on_fixed_parts_counts_unseen_test_labels_as_errors():
+    rng = np.random.default_rng(0)
+    labels = np.array(["x", "y"] * 30 + ["z"] * 4)
+    features = np.where((labels == "x")[:, None], 1.0, -1.0) * np.ones((64, 3)) + 0.05 * rng.normal(size=(64, 3))
+    train, validation = np.arange(0, 40), np.arange(40, 50)
+    test = np.arange(50, 64)  # 10 of x/y, then 4 of z, never seen in training
+    result = probe_on_split(features, labels, train, validation, test, resamples=200)
+    assert result.accuracy == pytest.approx(10 / 14)  # every x/y right, every z wrong
+    assert result.n_classes == 2 and result.l2 in (1e-4, 1e-3, 1e-2, 1e-1)
+    assert 0.0 <= result.accuracy_low <= result.accuracy <= result.accuracy_high <= 1.0
+    assert 0.0 <= result.macro_f1_low <= result.macro_f1 <= result.macro_f1_high <= 1.0
+    # the z items look like y and are called y: f1 of x 1, of y 2*5 / (2*5 + 4 false positives) , of z 0
+    assert result.macro_f1 == pytest.approx((1 + 10 / 14 + 0) / 3)

@@ -26,6 +26,7 @@ from tunespace.cli.common import embedding_sets as _embedding_sets
 from tunespace.cli.common import parse_options as _parse_options
 from tunespace.cli.common import show as _show
 from tunespace.cli.common import show_tests as _show_tests
+from tunespace.cli.clamp import clamp_app
 from tunespace.cli.htcl import htcl_app
 from tunespace.data.embeddings import ItemEmbeddings, expected_shards
 from tunespace.data.splits import Split, SplitConfig, temporal_split
@@ -539,16 +540,31 @@ def embed(
     from tunespace.encoders.base import backend_names
 
     if list_backends:
-        console.print(", ".join(backend_names()))
+        console.print(", ".join(backend_names()) + "; from scores: clamp-abc, clamp-midi (--option run=CLAMP_RUN)")
         return
     if data is None or out is None:
         raise typer.BadParameter("--data and --out are required")
+    if backend.startswith("clamp-"):  # scores, not audio: a `clamp train` run's music tower
+        _embed_scores(backend, data, out, _parse_options(option or []))
+        return
     device = str(resolve_device(device or "auto"))
     config = ExtractionConfig(backend=backend, options=_parse_options(option or []), pooling=pooling,
                               batch_size=batch_size, shard_size=shard_size, device=device,
                               min_seconds=min_seconds, decoder=decoder)
     with needs_extra():  # a backend's optional package (transformers, musicnn...) -> what to install
         _embed(config, data, out, worker, workers)
+
+
+def _embed_scores(backend: str, data: Path, out: Path, options: dict[str, object]) -> None:
+    """`--backend clamp-abc|clamp-midi --option run=RUN`: the corpus's scores in a CLaMP run's space."""
+    from tunespace.contrastive.clamp import write_score_embeddings
+
+    if "run" not in options:
+        raise typer.BadParameter(f"--backend {backend} needs --option run=RUN (a `tunespace clamp train` folder)")
+    with needs_extra():
+        embedded, skipped = write_score_embeddings(Path(str(options["run"])), data, backend, out)
+    console.print(f"{embedded} tracks embedded from their scores into {out}; {skipped} without one (listed in "
+                  f"{out / 'shard-00000.skipped.parquet'})", soft_wrap=True)
 
 
 def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
@@ -605,6 +621,7 @@ def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, wor
 corpus_app = typer.Typer(help="The built-in corpus of real tunes.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(htcl_app, name="htcl")
+app.add_typer(clamp_app, name="clamp")
 
 
 def _build_corpus(size: str, out: Path, workers: int, seed: int, tracks: int | None = None,

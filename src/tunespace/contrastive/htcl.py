@@ -115,7 +115,7 @@ class HTCLConfig:
         return asdict(self)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
     """Dataclass from a dict, refusing unknown keys and converting lists to tuples where the field is a tuple."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
@@ -128,7 +128,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     for name, value in values.items():
         current = getattr(defaults, name)
         if is_dataclass(current):
-            kwargs[name] = _build(type(current), value, f"{where}.{name}")
+            kwargs[name] = build_config(type(current), value, f"{where}.{name}")
         elif isinstance(current, tuple):
             kwargs[name] = tuple(value)
         else:
@@ -154,7 +154,7 @@ def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return _build(HTCLConfig, values, str(path))
+    return build_config(HTCLConfig, values, str(path))
 
 
 class AudioBank:
