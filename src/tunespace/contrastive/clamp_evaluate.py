@@ -131,7 +131,7 @@ def cross_modal(model: ClampAlignment, bank: ScoreBank, split: ClampSplit, part:
     if {"abc", "midi"} <= set(vectors):
         for source, target in (("abc", "midi"), ("midi", "abc")):
             row, _ = retrieval_row(vectors[source], vectors[target], identity, PART_KS, seed)
-            rows.append({"task": f"{source}->{target}", "language": "", "gallery": part, **row})
+            rows.append({"task": f"{source}->{target}", "language": "", "gallery": part, "method": "", **row})
     if model.audio_proj is not None and model.config.audio.embeddings:
         audio = read_audio_vectors(model.config.audio.embeddings)
         present = [i for i, track in enumerate(held) if track in audio]
@@ -141,7 +141,46 @@ def cross_modal(model: ClampAlignment, bank: ScoreBank, split: ClampSplit, part:
             ranks = np.arange(len(present))
             for name, queries, targets in ((f"audio->{fmt}", sounds, mapped), (f"{fmt}->audio", mapped, sounds)):
                 row, _ = retrieval_row(queries, targets, ranks, PART_KS, seed)
-                rows.append({"task": name, "language": "", "gallery": part, **row})
+                rows.append({"task": name, "language": "", "gallery": part, "method": "joint (audio_proj)", **row})
+    return pd.DataFrame(rows)
+
+
+RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+def ridge_map(features: np.ndarray, targets: np.ndarray, l2: float) -> np.ndarray:
+    """W minimising |features W - targets|^2 + l2 |W|^2 (closed form)."""
+    gram = features.T @ features + l2 * np.eye(features.shape[1])
+    return np.linalg.solve(gram, features.T @ targets)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def mapped_audio(model: ClampAlignment, bank: ScoreBank, split: ClampSplit, part: str, audio_folder: str | Path,
+                 seed: int = 0) -> pd.DataFrame:
+    """Scores put into an audio space after training: a ridge map from a run's music vectors to the audio vectors,
+    fitted on training tunes, its L2 weight chosen on validation tunes (audio -> score MRR), scored on `part`."""
+    audio = read_audio_vectors(audio_folder)
+    parts = {name: [t for t in bank.usable(split.part(name)) if t in audio] for name in ("train", "validation", part)}
+    rows = []
+    for fmt in model.config.data.formats:
+        music = {name: music_vectors(model, bank, ids, fmt) for name, ids in parts.items()}
+        sounds = {name: np.stack([audio[t] for t in ids]) for name, ids in parts.items()}
+
+        def score(l2: float, name: str) -> np.ndarray:
+            return _unit(music[name] @ ridge_map(music["train"], sounds["train"], l2))
+
+        validation = np.arange(len(parts["validation"]))
+        chosen = max(RIDGE_GRID, key=lambda l2: (retrieval_row(sounds["validation"], score(l2, "validation"),
+                                                                validation, PART_KS, seed)[0]["MRR"], -l2))
+        mapped, held = score(chosen, part), np.arange(len(parts[part]))
+        for name, queries, targets in ((f"audio->{fmt}", sounds[part], mapped), (f"{fmt}->audio", mapped,
+                                                                                 sounds[part])):
+            row, _ = retrieval_row(queries, targets, held, PART_KS, seed)
+            rows.append({"task": name, "language": "", "gallery": part, "method": f"ridge map (l2 {chosen:g})",
+                         **row})
     return pd.DataFrame(rows)
 
 
@@ -181,8 +220,10 @@ def probe_table(representations: Mapping[str, tuple[list[str], np.ndarray]], tra
 
 
 def evaluate_clamp(corpus: str | Path, runs: Sequence[str | Path], out: str | Path, part: str = "test",
-                   audio: Mapping[str, str | Path] | None = None, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Every table above for each run (all on one split), written to OUT as CSV; returns them too."""
+                   audio: Mapping[str, str | Path] | None = None, audio_space: str | Path | None = None,
+                   seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Every table above for each run (all on one split), written to OUT as CSV; returns them too. `audio_space`:
+    an audio embedding folder each run's scores are also mapped into after training (`mapped_audio`)."""
     corpus, out = Path(corpus), Path(out)
     tracks = pd.read_parquet(corpus / "tracks.parquet")
     search_rows, gap_rows, modal_rows = [], [], []
@@ -200,6 +241,8 @@ def evaluate_clamp(corpus: str | Path, runs: Sequence[str | Path], out: str | Pa
         search_rows.append(search.assign(run=name))
         gap_rows.append(gaps.assign(run=name))
         modal_rows.append(cross_modal(model, bank, split, part, seed).assign(run=name))
+        if audio_space:
+            modal_rows.append(mapped_audio(model, bank, split, part, audio_space, seed).assign(run=name))
         everything = list(bank.usable(tuple(tracks["track_id"].astype(str))))
         torch.manual_seed(seed)
         random_tower = ClampAlignment(model.config).eval()

@@ -381,3 +381,6 @@ def sample_mixed(sources: list[PairSource], rng: np.random.Generator, n: int) ->
         positives = np.concatenate([np.asarray(part.positives) for part in parts])
     return PairBatch(np.concatenate([part.anchors for part in parts]), positives,
                      np.concatenate([part.weights for part in parts]))
+
+
+from tunespace.contrastive import pair_sources  # noqa: F401  registers artist, album, playlist-random/-top/-emb
