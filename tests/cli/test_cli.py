@@ -217,3 +217,19 @@ def test_hetrec_without_data_names_the_folder_instead_of_looking_outside(capsys)
     out = capsys.readouterr()
     message = (out.out + out.err).strip()
     assert "needs --data" in message and "Traceback" not in message
+
+
+def test_fit_saves_a_model_that_search_uses(data_dir, tmp_path, capsys):
+    out = tmp_path / "ease"
+    assert main(["fit", str(data_dir / "dataset"), "--model", "ease", "--out", str(out),
+                 "--before", SYNTHETIC_CUTOFF]) == 0
+    assert (out / "model.json").is_file()
+    user = pd.read_parquet(data_dir / "dataset" / "interactions.parquet")["user_id"].iloc[0]
+    capsys.readouterr()
+    assert main(["search", "--user", str(user), "--model", str(out), "--k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3
+    assert main(["fit", str(data_dir / "dataset"), "--model", "knn", "--out", str(tmp_path / "knn")]) != 0
+    assert "--embeddings" in capsys.readouterr().out
+    assert main(["fit", str(data_dir / "dataset"), "--model", "ease", "--out", str(tmp_path / "e2"),
+                 "--before", "1990-01-01"]) == 1
+    assert "no listening events before 1990-01-01" in capsys.readouterr().out

@@ -31,7 +31,7 @@ from tunespace.cli.htcl import htcl_app
 from tunespace.data.embeddings import ItemEmbeddings, expected_shards
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import DEFAULT_MIN_SECONDS, ExtractionConfig
-from tunespace.errors import EvaluationFolderError, TunespaceError
+from tunespace.errors import EvaluationFolderError, SplitError, TunespaceError
 from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, accepts, model_specs, run_benchmark
 from tunespace.evaluation.seeds import SplitSeedRuns
 from tunespace.evaluation.evaluate import compare
@@ -810,6 +810,43 @@ def _demo_next_steps(out: Path, backends: Sequence[str], cutoff: str) -> str:
     ])
 
 
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Argument(help="Data-model folder (interactions.parquet, tracks.parquet).")],
+    model: Annotated[str, typer.Option(help="A registered recommender: popularity, ease, itemknn, knn, ...")],
+    out: Annotated[Path, typer.Option(help="Folder to save the fitted model into (model.json, state.npz).")],
+    before: Annotated[str | None, typer.Option(help="Fit on events before this date only (default: all).")] = None,
+    embeddings: Annotated[Path | None, typer.Option(help="Embedding folder for a content model (knn, ...).")]
+    = None,
+    param: Annotated[list[str] | None, typer.Option(help="Model parameter key=value (repeat).")] = None,
+) -> None:
+    """Fit one recommender on a data folder's listening log and save it, for `search --user --model` and
+    `serve --model`."""
+    from tunespace.data.catalog import IdMap
+    from tunespace.data.dataset import Dataset
+    from tunespace.data.interactions import InteractionMatrix
+    from tunespace.recommenders import get_recommender
+
+    dataset = Dataset.load(data)
+    events = dataset.interactions
+    if before is not None:
+        events = events[events["timestamp"] < pd.Timestamp(before, tz="UTC")]
+    if events.empty:
+        raise SplitError(f"{data}: no listening events{' before ' + before if before else ''} to fit on")
+    cls = get_recommender(model)
+    options: dict[str, object] = dict(_parse_options(param or []))
+    if cls.needs_embeddings:
+        if embeddings is None:
+            raise typer.BadParameter(f"{model} ranks by content: give --embeddings (a `tunespace embed` folder)")
+        options["embeddings"] = ItemEmbeddings.load(embeddings)
+    users, items = IdMap(events["user_id"].unique(), "user_id"), IdMap(events["track_id"].unique(), "track_id")
+    fitted = cls(**options).fit(InteractionMatrix.from_frame(events, users, items))
+    fitted.save(out)
+    console.print(f"{model} fitted on {len(events):,} events of {len(users):,} listeners and {len(items):,} tracks "
+                  f"-> {out}; try: tunespace search --user {escape(str(users.ids[0]))} --model {out}",
+                  soft_wrap=True, highlight=False)
+
+
 @app.command("import-log")
 def import_log(
     log: Annotated[Path, typer.Argument(help="The listening log: a .csv or .parquet file, one row per listen.")],
@@ -1060,6 +1097,12 @@ def _resume_hint(args: Sequence[str]) -> str:
 
 __all__ = ["app", "main", "HEADLINE"]
 
-from tunespace.cli.catalogue import catalogue  # registered last: the command lives in its own file
+# Commands that live in their own files, registered last (they import this module's console and helpers).
+from tunespace.cli.catalogue import catalogue  # noqa: E402
+from tunespace.cli.search import index_app, search  # noqa: E402
+from tunespace.cli.serve import serve  # noqa: E402
 
 app.command(name="catalogue")(catalogue)
+app.add_typer(index_app, name="index")
+app.command(name="search")(search)
+app.command(name="serve")(serve)
