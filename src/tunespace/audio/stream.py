@@ -117,7 +117,7 @@ def _soundfile_blocks(path: str | Path) -> tuple[int, Iterator[np.ndarray]]:
     return handle.samplerate, blocks()
 
 
-def av_open(path: str | Path):  # noqa: ANN201 - av's container type, imported lazily
+def av_open(path: str | Path):  # returns an av container (imported lazily)
     """An ffmpeg container with at least one audio stream; AudioDecodeError with the true reason otherwise."""
     import av
 
@@ -131,7 +131,7 @@ def av_open(path: str | Path):  # noqa: ANN201 - av's container type, imported l
     return container
 
 
-def av_seconds(container) -> float:  # noqa: ANN001 - av's container type
+def av_seconds(container) -> float:  # an av container
     """The first audio stream's duration from the container header (0.0 when the header has none)."""
     stream = container.streams.audio[0]
     if stream.duration is not None and stream.time_base is not None:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tunespace.cli.common import console, parse_options, show
+from tunespace.cli.common import console, parse_options, show, training_progress
 
 clamp_app = typer.Typer(help="CLaMP 2: scores (ABC, MIDI) aligned with text in three languages, and with audio.",
                         no_args_is_help=True)
@@ -41,14 +40,7 @@ def _run(train, config, data: Path, out: Path, resume: bool, device: str) -> Non
     with contextlib.ExitStack() as stack:
         record = stack.enter_context(recorded_run(out / "provenance.json")) if context.is_main else {}
         record["settings"] = config.to_dict()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
-                      disable=not context.is_main) as progress:
-            task = progress.add_task(f"training {out.name}", total=config.train.steps, info="")
-
-            def advance(step: int, values: dict[str, float]) -> None:
-                progress.update(task, completed=step, info=f"loss {values.get('loss', float('nan')):.3f}")
-
+        with training_progress(out.name, config.train.steps, enabled=context.is_main) as advance:
             report = train(data, config, out, resume=resume, progress=advance, device=device)
         if context.is_main:
             summary = {"steps_run": report.steps_run, "resumed_from": report.resumed_from,

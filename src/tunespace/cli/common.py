@@ -3,20 +3,50 @@ that `tunespace htcl` and the main app use one copy without importing each other
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tunespace.data.embeddings import ItemEmbeddings
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: do not squeeze tables to 80
+TRAIN_LOG_SECONDS = 60.0  # without a terminal, a training run prints a line this often
+
+
+@contextlib.contextmanager
+def training_progress(name: str, total: int, enabled: bool = True) -> Iterator[Callable[[int, dict], None]]:
+    """A step callback for the training loop: a progress bar with the loss on a terminal; elsewhere (job logs, CI)
+    a line every TRAIN_LOG_SECONDS and at the end, so a long run is never silent."""
+    if not console.is_terminal:
+        last = [time.monotonic()]
+
+        def log_line(step: int, values: dict) -> None:
+            if enabled and (step == total or time.monotonic() - last[0] >= TRAIN_LOG_SECONDS):
+                last[0] = time.monotonic()
+                console.print(f"training {name}: step {step}/{total}, loss {values.get('loss', float('nan')):.3f}",
+                              highlight=False)
+
+        yield log_line
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not enabled) as progress:
+        task = progress.add_task(f"training {name}", total=total, info="")
+
+        def advance(step: int, values: dict) -> None:
+            progress.update(task, completed=step, info=f"loss {values.get('loss', float('nan')):.3f}")
+
+        yield advance
 
 
 def show(frame: pd.DataFrame, title: str) -> None:

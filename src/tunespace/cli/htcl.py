@@ -10,9 +10,8 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tunespace.cli.common import console, embedding_sets, parse_options, show, show_tests
+from tunespace.cli.common import console, embedding_sets, parse_options, show, show_tests, training_progress
 
 htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware fine-tuning.", no_args_is_help=True)
 
@@ -70,14 +69,7 @@ def _train_stage(config, data: Path, out: Path, resume: bool, init_from: Path | 
         save_config(config, out / "config.yaml")
         holdout.save(out)
     model, batches = make_stage(corpus, config, context, cache=data / ".cache", init_from=init_from)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
-                  disable=not context.is_main) as progress:
-        task = progress.add_task(f"training {out.name}", total=config.train.steps, info="")
-
-        def advance(step: int, values: dict[str, float]) -> None:
-            progress.update(task, completed=step, info=f"loss {values.get('loss', float('nan')):.3f}")
-
+    with training_progress(out.name, config.train.steps, enabled=context.is_main) as advance:
         report = train_loop(model, batches, config.train, out, context, resume=resume, progress=advance)
     if context.is_main:
         summary = {"steps_run": report.steps_run, "resumed_from": report.resumed_from,

@@ -1098,9 +1098,9 @@ def _resume_hint(args: Sequence[str]) -> str:
 __all__ = ["app", "main", "HEADLINE"]
 
 # Commands that live in their own files, registered last (they import this module's console and helpers).
-from tunespace.cli.catalogue import catalogue  # noqa: E402
-from tunespace.cli.search import index_app, search  # noqa: E402
-from tunespace.cli.serve import serve  # noqa: E402
+from tunespace.cli.catalogue import catalogue
+from tunespace.cli.search import index_app, search
+from tunespace.cli.serve import serve
 
 app.command(name="catalogue")(catalogue)
 app.add_typer(index_app, name="index")

@@ -30,7 +30,7 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
-from tunespace.contrastive.htcl import ConfigError, Holdout, build_config
+from tunespace.contrastive.htcl import ConfigError, Holdout, load_yaml_config
 from tunespace.contrastive.losses import InfoNCE
 from tunespace.contrastive.train import TrainConfig
 from tunespace.encoders.clamp import CLaMP2, CLaMP2Config, m3_config
@@ -110,20 +110,7 @@ class ClampConfig:
 
 def load_clamp_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> ClampConfig:
     """A named config (`tiny`, `small`: tunespace/contrastive/configs/clamp/) or a YAML path, with dotted overrides."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CLAMP_CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in CLAMP_CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"{path}: no such config (named: {known})")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for dotted, value in (overrides or {}).items():
-        node = values
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return build_config(ClampConfig, values, str(path))
+    return load_yaml_config(ClampConfig, name_or_path, CLAMP_CONFIG_DIR, overrides)
 
 
 @dataclass

@@ -169,7 +169,8 @@ def mapped_audio(model: ClampAlignment, bank: ScoreBank, split: ClampSplit, part
         music = {name: music_vectors(model, bank, ids, fmt) for name, ids in parts.items()}
         sounds = {name: np.stack([audio[t] for t in ids]) for name, ids in parts.items()}
 
-        def score(l2: float, name: str) -> np.ndarray:
+        def score(l2: float, name: str, music: dict[str, np.ndarray] = music,
+                  sounds: dict[str, np.ndarray] = sounds) -> np.ndarray:
             return _unit(music[name] @ ridge_map(music["train"], sounds["train"], l2))
 
         validation = np.arange(len(parts["validation"]))

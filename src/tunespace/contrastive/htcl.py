@@ -141,12 +141,19 @@ def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
 
 def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> HTCLConfig:
     """A named size (`tiny`, `small`, `base`: files shipped in tunespace/contrastive/configs) or a YAML path."""
+    return load_yaml_config(HTCLConfig, name_or_path, CONFIG_DIR, overrides)
+
+
+def load_yaml_config(cls: type, name_or_path: str | Path, config_dir: Path,
+                     overrides: dict[str, Any] | None = None) -> Any:
+    """A typed config from a YAML file, named (`tiny` is `config_dir/tiny.yaml`) or by path, with dotted overrides
+    (`{"train.lr": 0.001}`) applied before the dataclasses check it."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        path = config_dir / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"{path}: no such config (named sizes: {known})")
+        known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml")))
+        raise ConfigError(f"{path}: no such config (named: {known})")
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for dotted, value in (overrides or {}).items():
         node = values
@@ -154,7 +161,7 @@ def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return build_config(HTCLConfig, values, str(path))
+    return build_config(cls, values, str(path))
 
 
 class AudioBank:
