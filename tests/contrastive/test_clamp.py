@@ -228,3 +228,28 @@ def test_audio_alignment_joint_and_mapped(corpus, tmp_path):
     for method in ("joint (audio_proj)", "ridge map"):
         chosen = modal[modal["method"].str.startswith(method)]
         assert {"audio->abc", "abc->audio", "audio->midi", "midi->audio"} == set(chosen["task"])
+
+
+def test_score_embeddings_index_and_multilingual_text_search(corpus, tmp_path):
+    from tunespace.cli.main import main
+    from tunespace.data.embeddings import ItemEmbeddings
+    from tunespace.index import EmbeddingIndex
+    from tunespace.index.queries import QueryError, check_text_space, run_languages, text_query_vector
+
+    run = tmp_path / "run"
+    train_clamp(corpus, tiny_config(steps=1), run, device="cpu")
+    assert main(["embed", "--backend", "clamp-abc", "--option", f"run={run}", "--data", str(corpus), "--out",
+                 str(tmp_path / "emb")]) == 0
+    embeddings = ItemEmbeddings.load(tmp_path / "emb")
+    assert len(embeddings.ids) == 24 and np.allclose(np.linalg.norm(embeddings.vectors, axis=1), 1, atol=1e-5)
+    model, _ = load_clamp_run(run)
+    assert run_languages(run) == ("en", "de", "zh")
+    query = text_query_vector(run, "六八拍的曲子", language="zh")
+    assert np.allclose(query, model.clamp.encode_text(["六八拍的曲子"])[0].numpy(), atol=1e-5)
+    index = EmbeddingIndex.from_folder(tmp_path / "emb")
+    check_text_space(index, run)  # the run's own score space: accepted
+    other = tmp_path / "other"
+    train_clamp(corpus, tiny_config(steps=1), other, device="cpu")
+    with pytest.raises(QueryError, match="another space"):
+        check_text_space(index, other)
+    assert main(["embed", "--backend", "clamp-abc", "--data", str(corpus), "--out", str(tmp_path / "e2")]) != 0

@@ -76,7 +76,7 @@ def test_text_goes_through_the_runs_own_text_tower(htcl_run, caplog):
 
 
 def test_text_mistakes_are_named(htcl_run, small_embeddings, tmp_path):
-    with pytest.raises(QueryError, match="not an HTCL run folder"):
+    with pytest.raises(QueryError, match="not an HTCL or CLaMP run folder"):
         text_query_vector(tmp_path, "a reel")
     with pytest.raises(QueryError, match="the text query is empty"):
         text_query_vector(htcl_run, "  ")

@@ -1,5 +1,6 @@
-"""Query vectors for an index: a sentence through an HTCL run's text tower, an audio file through the backend the
-index was built with, and a listener's recommendations from a saved recommender.
+"""Query vectors for an index: a sentence through a run's text tower (an HTCL run for audio embeddings, a CLaMP run
+for score embeddings), an audio file through the backend the index was built with, and a listener's
+recommendations from a saved recommender.
 
 Each reuses the code that made the vectors being searched (the run's own text tower as `htcl evaluate` embeds
 captions, the extraction pipeline of `tunespace embed` on a one-track catalogue), so a query lands in the same space
@@ -25,6 +26,8 @@ from tunespace.index.ann import EmbeddingIndex, Hit
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "last.pt")
+CLAMP_SPLIT = "split.json"  # what tells a CLaMP run folder from an HTCL one
+SCORE_BACKENDS = ("clamp-abc", "clamp-midi")
 MODEL_CACHE = 4  # loaded models kept per process (text towers and recommenders each)
 
 
@@ -32,10 +35,19 @@ class QueryError(TunespaceError, ValueError):
     """A query cannot be turned into a vector as asked (wrong run folder, unreadable audio, mismatched space)."""
 
 
+def is_clamp_run(run_dir: str | Path) -> bool:
+    """A `tunespace clamp train` folder (it has split.json) rather than an HTCL run."""
+    return (Path(run_dir) / CLAMP_SPLIT).is_file()
+
+
 def run_languages(run_dir: str | Path) -> tuple[str, ...]:
-    """The caption languages an HTCL run's text tower was trained on (English when its config names none)."""
+    """The caption languages a run's text tower was trained on (HTCL: English when its config names none)."""
     from tunespace.contrastive.htcl import load_config
 
+    if is_clamp_run(_run_folder(run_dir)):
+        from tunespace.contrastive.clamp import load_clamp_config
+
+        return tuple(load_clamp_config(Path(run_dir) / "config.yaml").data.languages)
     config = load_config(_run_folder(run_dir) / "config.yaml")
     captions = config.stage.semantic_sources.get("captions")
     if captions is None:
@@ -44,9 +56,9 @@ def run_languages(run_dir: str | Path) -> tuple[str, ...]:
 
 
 def text_query_vector(run_dir: str | Path, text: str, language: str | None = None) -> np.ndarray:
-    """(dim,) unit vector of `text` in an HTCL run's shared audio-text space. `language` is what the text is
-    written in: a language the run never saw captions in is searched anyway, with a warning, since the tower may
-    still place it sensibly (a multilingual text encoder) or not at all."""
+    """(dim,) unit vector of `text` in a run's shared space (HTCL: audio-text; CLaMP: score-text). `language` is
+    what the text is written in: a language the run never saw captions in is searched anyway, with a warning, since
+    the tower may still place it sensibly (a multilingual text encoder) or not at all."""
     from tunespace.contrastive.htcl import embed_texts
 
     if not text.strip():
@@ -57,23 +69,28 @@ def text_query_vector(run_dir: str | Path, text: str, language: str | None = Non
         if language not in trained:
             log.warning("%s was trained on captions in %s, not %r: results for this language may be poor", folder,
                         ", ".join(trained) or "no language", language)
-    model = _text_model(str(folder.resolve()), (folder / "last.pt").stat().st_mtime_ns)
+    stamp = (folder / "last.pt").stat().st_mtime_ns
+    if is_clamp_run(folder):
+        return _clamp_model(str(folder.resolve()), stamp).clamp.encode_text([text])[0].cpu().numpy()
+    model = _text_model(str(folder.resolve()), stamp)
     return embed_texts(model, [text])[0]
 
 
 def check_text_space(index: EmbeddingIndex, run_dir: str | Path) -> None:
-    """Refuse to search `index` with the text tower of `run_dir` unless the index holds that run's audio
-    embeddings (`tunespace embed --backend htcl --option run=RUN`) or its origin is unknown (a Parquet file)."""
+    """Refuse to search `index` with the text tower of `run_dir` unless the index holds that run's own embeddings
+    (`tunespace embed --backend htcl --option run=RUN` for an HTCL run, `--backend clamp-abc|clamp-midi` for a
+    CLaMP run) or its origin is unknown (a Parquet file)."""
     backend = index.manifest.get("backend")
     if backend is None:
         return
     folder = _run_folder(run_dir).resolve()
     built_from = index.manifest.get("options", {}).get("run")
-    if backend != "htcl" or built_from is None or Path(built_from).resolve() != folder:
+    expected = SCORE_BACKENDS if is_clamp_run(folder) else ("htcl",)
+    if backend not in expected or built_from is None or Path(built_from).resolve() != folder:
         origin = f"backend {backend!r}" + (f" with run {built_from}" if built_from else "")
         raise QueryError(f"the index holds {origin} embeddings, not the audio tower of {folder}: a text query "
-                         f"from that run would land in another space; index `tunespace embed --backend htcl "
-                         f"--option run={folder}` embeddings instead")
+                         f"from that run would land in another space; index `tunespace embed --backend "
+                         f"{expected[0]} --option run={folder}` embeddings instead")
 
 
 def audio_query_vector(path: str | Path, backend: str, **backend_options: Any) -> np.ndarray:
@@ -129,7 +146,7 @@ def _run_folder(run_dir: str | Path) -> Path:
     folder = Path(run_dir)
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]
     if missing:
-        raise QueryError(f"{folder}: not an HTCL run folder ({', '.join(missing)} missing)")
+        raise QueryError(f"{folder}: not an HTCL or CLaMP run folder ({', '.join(missing)} missing)")
     return folder
 
 
@@ -144,6 +161,16 @@ def _text_model(folder: str, checkpoint_time: int) -> Any:
     model = build_model(config, torch.device("cpu"), Path(folder) / "last.pt")
     model.eval()
     log.info("loaded the text tower of %s (checkpoint time %d)", folder, checkpoint_time)
+    return model
+
+
+@functools.lru_cache(maxsize=MODEL_CACHE)
+def _clamp_model(folder: str, checkpoint_time: int) -> Any:
+    """A CLaMP run on the CPU, ready to embed texts; `checkpoint_time` makes a retrained run reload."""
+    from tunespace.contrastive.clamp import load_clamp_run
+
+    model, _ = load_clamp_run(folder)
+    log.info("loaded the text tower of CLaMP run %s (checkpoint time %d)", folder, checkpoint_time)
     return model
 
 
