@@ -115,9 +115,15 @@ def evaluate(
     """Search (text -> ABC/MIDI per language, with the language gap tested), ABC <-> MIDI and audio <-> score
     retrieval, and linear probes against TF-IDF, a random tower and audio embeddings; held-out tunes only."""
     from tunespace.contrastive.clamp_evaluate import evaluate_clamp
+    from tunespace.provenance import recorded_run
 
     folders = {name: value for name, value in parse_options(audio or []).items()}
-    tables = evaluate_clamp(data, run, out, part=part, audio=folders, audio_space=audio_space)
+    out.mkdir(parents=True, exist_ok=True)
+    with recorded_run(out / "provenance.json") as record:  # command, commit, machine, load, wall time
+        record["settings"] = {"data": str(data), "runs": [str(r) for r in run], "part": part,
+                              "audio": {k: str(v) for k, v in folders.items()},
+                              "audio_space": str(audio_space) if audio_space else None}
+        tables = evaluate_clamp(data, run, out, part=part, audio=folders, audio_space=audio_space)
     search = tables["search"]
     shown = search[search["gallery"] != "catalogue"][["run", "task", "language", "queries", "MRR", "hit@1",
                                                       "hit@10"]]
