@@ -561,8 +561,13 @@ def _embed_scores(backend: str, data: Path, out: Path, options: dict[str, object
 
     if "run" not in options:
         raise typer.BadParameter(f"--backend {backend} needs --option run=RUN (a `tunespace clamp train` folder)")
-    with needs_extra():
+    from tunespace.provenance import recorded_run
+
+    out.mkdir(parents=True, exist_ok=True)
+    with needs_extra(), recorded_run(out / "provenance.json") as record:
+        record["settings"] = {"backend": backend, "run": str(options["run"]), "data": str(data)}
         embedded, skipped = write_score_embeddings(Path(str(options["run"])), data, backend, out)
+        record["figures"] = {"embedded": embedded, "skipped": skipped}
     console.print(f"{embedded} tracks embedded from their scores into {out}; {skipped} without one (listed in "
                   f"{out / 'shard-00000.skipped.parquet'})", soft_wrap=True)
 
