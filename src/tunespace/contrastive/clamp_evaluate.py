@@ -223,7 +223,8 @@ def probe_table(representations: Mapping[str, tuple[list[str], np.ndarray]], tra
 def evaluate_clamp(corpus: str | Path, runs: Sequence[str | Path], out: str | Path, part: str = "test",
                    audio: Mapping[str, str | Path] | None = None, audio_space: str | Path | None = None,
                    seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Every table above for each run (all on one split), written to OUT as CSV; returns them too. `audio_space`:
+    """Every table above for each run (all on one split), written to OUT as CSV; returns them too. The probes
+    need the validation tunes for their own choice, so they run with `part="test"` only. `audio_space`:
     an audio embedding folder each run's scores are also mapped into after training (`mapped_audio`)."""
     corpus, out = Path(corpus), Path(out)
     tracks = pd.read_parquet(corpus / "tracks.parquet")
@@ -265,7 +266,9 @@ def evaluate_clamp(corpus: str | Path, runs: Sequence[str | Path], out: str | Pa
     tables = {"search": pd.concat(search_rows, ignore_index=True), "language_gap": pd.concat(gap_rows,
                                                                                             ignore_index=True),
               "cross_modal": pd.concat(modal_rows, ignore_index=True),
-              "classification": probe_table(representations, tracks, split, seed=seed)}
+              # probes fit on training tunes, choose L2 on validation tunes and score test tunes: test only
+              "classification": probe_table(representations, tracks, split, seed=seed) if part == "test"
+              else pd.DataFrame()}
     out.mkdir(parents=True, exist_ok=True)
     for stem, frame in tables.items():
         write_text(frame.to_csv(index=False), out / f"{stem}.csv")
