@@ -52,3 +52,14 @@ def test_without_a_preset_the_defaults_are_unchanged_and_an_unknown_preset_is_re
     assert list(config.stage.preference_sources) == ["session", "playlist"] and config.stage.tune == "all"
     assert config.stage.semantic_weight == 0.5 and not config.stage.learn_popularity
     assert finetune(init, "--preset", "fast") == 1
+
+
+def test_playlist_and_editorial_pair_sources_are_accepted(captured):
+    from tunespace.contrastive.pairs import PAIR_SOURCES
+
+    init, seen = captured
+    names = ["artist", "album", "playlist-random", "playlist-top", "playlist-emb"]
+    assert finetune(init, "--pairs", ",".join(names)) == 0
+    sources = seen["config"].stage.preference_sources
+    assert list(sources) == names and sources["playlist-top"] == {"weight": 1.0, "top": 10, "min_count": 2}
+    assert all(name in PAIR_SOURCES for name in names)  # each is a registered source the stage can build

@@ -19,7 +19,13 @@ htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware
 PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighbours": 2},
                       "playlist": {"weight": 1.0},
                       "history": {"weight": 1.0, "profile_size": 4},
-                      "listener": {"weight": 1.0, "holdout_share": 0.2, "order": "latest"}}
+                      "listener": {"weight": 1.0, "holdout_share": 0.2, "order": "latest"},
+                      # Alonso-Jimenez et al.'s strategies and the editorial baselines (contrastive.pair_sources)
+                      "artist": {"weight": 1.0},
+                      "album": {"weight": 1.0},
+                      "playlist-random": {"weight": 1.0},
+                      "playlist-top": {"weight": 1.0, "top": 10, "min_count": 2},
+                      "playlist-emb": {"weight": 1.0, "k": 10}}
 DEFAULT_PAIRS = "session,playlist"
 FINETUNE_DEFAULTS: dict[str, object] = {"pairs": DEFAULT_PAIRS, "semantic_weight": 0.5, "tune": "all",
                                         "popularity_correction": 0.0, "learn_popularity": False}
@@ -164,7 +170,8 @@ def finetune(
     semantic_weight: Annotated[float | None, typer.Option(
         "--lambda", help="Weight of the kept audio-text loss (default 0.5, or the preset's).")] = None,
     anchor_weight: Annotated[float, typer.Option("--mu", help="Weight of the distillation to stage 1.")] = 0.0,
-    pairs: Annotated[str | None, typer.Option(help="Preference pair sources: session and/or playlist (track-track), "
+    pairs: Annotated[str | None, typer.Option(help="Preference pair sources: session and/or playlist (track-track; "
+                                             "also artist, album, playlist-random, playlist-top, playlist-emb), "
                                              "history (a listener's profile -> one more of their tracks), or "
                                              "listener alone (each listener's latest tracks ranked among the whole "
                                              "catalogue from the rest; needs --tune head). Default "
