@@ -15,6 +15,7 @@ def captured(tmp_path, monkeypatch):
     init = tmp_path / "s1"
     init.mkdir()
     save_config(load_config("tiny"), init / "config.yaml")
+    (init / "last.pt").write_bytes(b"")  # training itself is replaced below: only the folder's shape matters
     seen = {}
     monkeypatch.setattr(htcl_cli, "_train", lambda config, *args: seen.setdefault("config", config))
     return init, seen
@@ -63,3 +64,16 @@ def test_playlist_and_editorial_pair_sources_are_accepted(captured):
     sources = seen["config"].stage.preference_sources
     assert list(sources) == names and sources["playlist-top"] == {"weight": 1.0, "top": 10, "min_count": 2}
     assert all(name in PAIR_SOURCES for name in names)  # each is a registered source the stage can build
+
+
+def test_init_takes_the_run_folder_or_its_checkpoint(captured, tmp_path, capsys):
+    init, seen = captured
+
+    def run(start):
+        return main(["htcl", "finetune", "--data", str(init), "--init", str(start), "--out", str(tmp_path / "s2")])
+
+    assert run(init / "last.pt") == 0 and "config" in seen
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(empty) == 1
+    assert "not a stage-1 run folder" in capsys.readouterr().out

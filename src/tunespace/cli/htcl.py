@@ -223,6 +223,11 @@ def finetune(
     overrides.update(_overrides(set_))
     if steps is not None:
         overrides["train.steps"] = steps
+    if init.is_file():  # the run's checkpoint named instead of its folder: the folder is meant
+        init = init.parent
+    if not (init / "config.yaml").is_file() or not (init / "last.pt").is_file():
+        raise ConfigError(f"--init {init}: not a stage-1 run folder (config.yaml and last.pt); train one with "
+                          f"`tunespace htcl pretrain --out {init}`")
     config = load_config(init / "config.yaml", overrides)
     _train(config, data, out, resume, init / "last.pt", device)
 
