@@ -29,3 +29,19 @@ def fit_log(monkeypatch):
 
     monkeypatch.setattr(Recommender, "fit", logged)
     return calls
+
+
+@pytest.fixture
+def small_embeddings():
+    """300 clustered 16-d vectors (tests/index/fixtures.py), for the index and search-command tests."""
+    from tests.index import fixtures
+
+    return fixtures.small_embeddings()
+
+
+@pytest.fixture
+def small_folder(tmp_path, small_embeddings):
+    """`small_embeddings` as `tunespace embed` writes a folder."""
+    from tests.index import fixtures
+
+    return fixtures.embedding_folder(tmp_path / "emb", small_embeddings)

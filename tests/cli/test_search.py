@@ -16,16 +16,6 @@ from tunespace.data.embeddings import ItemEmbeddings
 
 
 @pytest.fixture
-def small_embeddings() -> ItemEmbeddings:
-    return fixtures.small_embeddings()
-
-
-@pytest.fixture
-def small_folder(tmp_path, small_embeddings) -> Path:
-    return fixtures.embedding_folder(tmp_path / "emb", small_embeddings)
-
-
-@pytest.fixture
 def tracks_folder(tmp_path, small_embeddings) -> Path:
     return fixtures.tracks_folder(tmp_path / "data", small_embeddings.ids)
 

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.helpers import tiny_bert as make_tiny_bert
+
 pytest.importorskip("transformers")
 
 from tunespace.contrastive.evaluate import semantic_evaluation, tag_prompt, track_embeddings  # noqa: E402
@@ -24,16 +26,7 @@ WORDS = ["a", "tune", "fast", "slow", "reel", "jig", "played", "on", "the", "fid
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A 2-layer random BERT with its own small vocabulary: the multilingual-BERT code path, no download."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (folder / "vocab.txt").write_text("\n".join(vocab))
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(folder)
-    return folder
+    return make_tiny_bert(tmp_path_factory.mktemp("bert"), WORDS)
 
 
 def test_shipped_configs_load_typed():

@@ -1,4 +1,5 @@
-"""Fixtures of the index tests, made by tests/index/fixtures.py (which tests/cli/test_search.py uses too)."""
+"""Fixtures of the index tests, made by tests/index/fixtures.py (the embeddings ones live in tests/conftest.py:
+tests/cli/test_search.py uses them too)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.index import fixtures
-from tunespace.data.embeddings import ItemEmbeddings
 
 pytest.importorskip("faiss")
-
-
-@pytest.fixture
-def small_embeddings() -> ItemEmbeddings:
-    return fixtures.small_embeddings()
-
-
-@pytest.fixture
-def small_folder(tmp_path, small_embeddings) -> Path:
-    return fixtures.embedding_folder(tmp_path / "emb", small_embeddings)
 
 
 @pytest.fixture

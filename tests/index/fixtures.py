@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import tiny_bert
 from tunespace.data.embeddings import ItemEmbeddings
 
 
@@ -92,18 +93,11 @@ def htcl_run(bert: Path, run: Path) -> Path:
     in `bert`."""
     pytest.importorskip("transformers")
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     from tunespace.contrastive.htcl import HTCL, load_config, save_config
 
-    bert.mkdir(parents=True, exist_ok=True)
+    tiny_bert(bert, WORDS, hidden=16, layers=1)
     run.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (bert / "vocab.txt").write_text("\n".join(vocab))
-    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(bert)
     config = load_config("tiny", {"audio.stem_channels": 8, "audio.width": 8, "audio.layers": 1, "audio.heads": 2,
                                   "audio.embed_dim": 8, "text.model": str(bert), "text.embed_dim": 8})
     save_config(config, run / "config.yaml")

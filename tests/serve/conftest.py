@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tiny_bert
+
 pytest.importorskip("fastapi")
 pytest.importorskip("faiss")
 pytest.importorskip("transformers")
@@ -28,17 +30,7 @@ class Served:
 
 def _tiny_bert(folder: Path) -> Path:
     """A 2-layer random BERT with its own small vocabulary: a real text tower, nothing downloaded."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab))
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(folder)
-    return folder
+    return tiny_bert(folder, WORDS)
 
 
 @pytest.fixture(scope="session")
