@@ -844,7 +844,7 @@ def fit(
         if embeddings is None:
             raise typer.BadParameter(f"{model} ranks by content: give --embeddings (a `tunespace embed` folder)")
         options["embeddings"] = ItemEmbeddings.load(embeddings)
-    users, items = IdMap(events["user_id"].unique(), "user_id"), IdMap(events["track_id"].unique(), "track_id")
+    users, items = IdMap.from_values(events["user_id"], "user_id"), IdMap.from_values(events["track_id"], "track_id")
     fitted = cls(**options).fit(InteractionMatrix.from_frame(events, users, items))
     fitted.save(out)
     console.print(f"{model} fitted on {len(events):,} events of {len(users):,} listeners and {len(items):,} tracks "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,14 +250,17 @@ class ClampBatchMaker:
 class ClampAlignment(nn.Module):
     """The training module: CLaMP 2 + text-music InfoNCE (+ music-audio InfoNCE through `audio_proj`)."""
 
-    def __init__(self, config: ClampConfig, audio_dim: int | None = None) -> None:
+    def __init__(self, config: ClampConfig, audio_dim: int | None = None, pretrained_text: bool = True) -> None:
+        """`pretrained_text=False`: the text model from its folder's config alone, for a checkpoint that carries
+        its weights (loading them from the folder first would be read twice)."""
         super().__init__()
         self.config = config
         music = m3_config(config.model.size, patch_length=config.model.patch_length,
                           max_patches=config.model.max_patches, dropout=config.model.dropout)
         self.clamp = CLaMP2(CLaMP2Config(text_model=config.model.text_model, music=music,
                                          embed_dim=config.model.embed_dim,
-                                         max_text_length=config.model.max_text_length))
+                                         max_text_length=config.model.max_text_length),
+                           pretrained_text=pretrained_text)
         self.text_loss = InfoNCE()
         self.audio_proj = nn.Linear(config.model.embed_dim, audio_dim) if audio_dim else None
         self.audio_loss = InfoNCE() if audio_dim else None
@@ -375,7 +379,7 @@ def load_clamp_run(run: str | Path, device: str | torch.device = "cpu") -> tuple
     config = load_clamp_config(run / RUN_CONFIG)
     state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
     audio_dim = state["audio_proj.weight"].shape[0] if "audio_proj.weight" in state else None
-    model = ClampAlignment(config, audio_dim)
+    model = ClampAlignment(config, audio_dim, pretrained_text=False)
     model.load_state_dict(state)
     return model.to(device).eval(), ClampSplit.load(run)
 
@@ -441,6 +445,17 @@ def pretrain_m3(corpus: str | Path, config: ClampConfig, out: str | Path, resume
 SCORE_BACKENDS = {"clamp-abc": "abc", "clamp-midi": "midi"}
 
 
+@torch.no_grad()
+def music_vectors(model: ClampAlignment, bank: ScoreBank, track_ids: Sequence[str], fmt: str,
+                  batch_size: int = 32) -> np.ndarray:
+    """(n, d) unit vectors of the tracks' pieces in the shared text-music space, padded batch by batch."""
+    parts = []
+    for start in range(0, len(track_ids), batch_size):
+        ids, mask = pad_batch([bank.pieces[fmt][t] for t in track_ids[start:start + batch_size]])
+        parts.append(model.clamp.encode_music(ids, mask).cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, model.config.model.embed_dim), dtype=np.float32)
+
+
 def write_score_embeddings(run: str | Path, corpus: str | Path, backend: str, out: str | Path,
                            batch_size: int = 32) -> tuple[int, int]:
     """`tunespace embed --backend clamp-abc|clamp-midi`: every track's score in the run's shared space, written as
@@ -462,12 +477,7 @@ def write_score_embeddings(run: str | Path, corpus: str | Path, backend: str, ou
     tracks = pd.read_parquet(Path(corpus) / "tracks.parquet")["track_id"].astype(str).tolist()
     bank = ScoreBank.load(corpus, patch_config(model.config), (fmt,), (), model.config.model.midi_pack_to or None)
     present = [t for t in tracks if t in bank.pieces[fmt]]
-    vectors = []
-    with torch.no_grad():
-        for start in range(0, len(present), batch_size):
-            ids, mask = pad_batch([bank.pieces[fmt][t] for t in present[start:start + batch_size]])
-            vectors.append(model.clamp.encode_music(ids, mask).cpu().numpy())
-    matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, model.config.model.embed_dim))
+    matrix = music_vectors(model, bank, present, fmt, batch_size).astype(np.float32)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     missing = [t for t in tracks if t not in bank.pieces[fmt]]

@@ -28,6 +28,7 @@ from tunespace.contrastive.clamp import (
     ClampSplit,
     ScoreBank,
     load_clamp_run,
+    music_vectors,
     read_audio_vectors,
     score_bank,
 )
@@ -36,7 +37,6 @@ from tunespace.evaluation.probe import probe_on_split
 from tunespace.evaluation.retrieval import retrieval_chance, retrieval_per_query
 from tunespace.evaluation.significance import bounded_interval, holm, paired_test
 from tunespace.io import write_text
-from tunespace.symbolic.patches import pad_batch
 from tunespace.symbolic.tfidf import CharTfidf
 
 logger = logging.getLogger(__name__)
@@ -45,17 +45,6 @@ PROBE_LABELS = ("dance_type", "genre", "region", "mode", "meter")
 PART_KS = (1, 5, 10)  # the held-out gallery has ~100 tunes: Hit@100 would be 1 by construction
 CATALOGUE_KS = (1, 10, 100)
 MIN_CLASS_ITEMS = 5  # a probe class needs this many training tunes; rarer labels are left out of that probe
-
-
-@torch.no_grad()
-def music_vectors(model: ClampAlignment, bank: ScoreBank, track_ids: Sequence[str], fmt: str,
-                  batch_size: int = 32) -> np.ndarray:
-    """(n, d) unit vectors of the tracks' pieces in the shared text-music space, batch by batch."""
-    parts = []
-    for start in range(0, len(track_ids), batch_size):
-        ids, mask = pad_batch([bank.pieces[fmt][t] for t in track_ids[start:start + batch_size]])
-        parts.append(model.clamp.encode_music(ids, mask).cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, model.config.model.embed_dim), dtype=np.float32)
 
 
 def caption_queries(bank: ScoreBank, track_ids: Sequence[str], language: str) -> tuple[list[str], np.ndarray]:

@@ -36,21 +36,9 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, test_share: float = 0
     labels = np.asarray(labels)
     classes, codes = np.unique(labels, return_inverse=True)
     train, test = stratified_split(codes, test_share, seed)
-    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
-    mean, std = x[train].mean(dim=0), x[train].std(dim=0).clamp_min(1e-12)
-    x = (x - mean) / std
+    x = _standardised(features, train)
     y = torch.as_tensor(codes)
-    weights = torch.zeros(x.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x[train] @ weights + bias, y[train]) + l2 * weights.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    weights, bias = _fit_probe(x[train], y[train], len(classes), l2, max_iter)
     with torch.no_grad():
         predicted = (x[test] @ weights + bias).argmax(dim=1).numpy()
     truth = codes[test]
@@ -90,6 +78,13 @@ class SplitProbeResult:
     n_test: int
 
 
+def _standardised(features: np.ndarray, train: np.ndarray) -> torch.Tensor:
+    """float64 features z-scored with the train rows' mean and spread (no statistic from the scored rows)."""
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    mean, std = x[train].mean(dim=0), x[train].std(dim=0).clamp_min(1e-12)
+    return (x - mean) / std
+
+
 def _fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor,
                                                                                                     torch.Tensor]:
     weights = torch.zeros(x.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
@@ -117,9 +112,7 @@ def probe_on_split(features: np.ndarray, labels: np.ndarray, train: np.ndarray, 
     """
     labels = np.asarray(labels).astype(str)
     classes = np.unique(labels[train])
-    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
-    mean, std = x[train].mean(dim=0), x[train].std(dim=0).clamp_min(1e-12)
-    x = (x - mean) / std
+    x = _standardised(features, train)
     y = torch.as_tensor(np.searchsorted(classes, labels[train]))
 
     def predict(l2: float, rows: np.ndarray) -> np.ndarray:
