@@ -51,6 +51,12 @@ def test_patches_per_track_and_failures_with_reasons(corpus):
     assert "absent.mid" in failures[("d", "midi")]
 
 
+def test_a_format_left_out_is_not_read(corpus):
+    abc_only = read_corpus_patches(corpus, formats=("abc",))
+    assert abc_only.abc == read_corpus_patches(corpus).abc and abc_only.midi == {}
+    assert set(abc_only.failures["format"]) == {"abc"}  # the broken MIDI files were never opened
+
+
 def test_a_folder_without_tracks_or_columns_is_a_named_error(tmp_path):
     with pytest.raises(DatasetNotFoundError):
         read_corpus_patches(tmp_path)

@@ -176,7 +176,7 @@ class ScoreBank:
     def load(cls, corpus: str | Path, patch: PatchConfig, formats: tuple[str, ...] = FORMATS,
              languages: tuple[str, ...] = LANGUAGES, pack_midi_to: int | None = None) -> ScoreBank:
         corpus = Path(corpus)
-        patches = read_corpus_patches(corpus, pack_midi_to=pack_midi_to)
+        patches = read_corpus_patches(corpus, pack_midi_to=pack_midi_to, formats=formats)
         pieces: dict[str, dict[str, np.ndarray]] = {}
         cut: dict[str, int] = {}
         for fmt in formats:

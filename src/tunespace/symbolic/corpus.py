@@ -59,8 +59,10 @@ def _patches(folder: Path, tracks: pd.DataFrame, column: str, fmt: str, pack_mid
     return result
 
 
-def read_corpus_patches(folder: str | Path, *, pack_midi_to: int | None = None) -> CorpusPatches:
-    """Every track's ABC and MIDI patches (see :func:`tunespace.symbolic.midi_patches` for `pack_midi_to`)."""
+def read_corpus_patches(folder: str | Path, *, pack_midi_to: int | None = None,
+                        formats: tuple[str, ...] = ("abc", "midi")) -> CorpusPatches:
+    """Every track's ABC and MIDI patches (see :func:`tunespace.symbolic.midi_patches` for `pack_midi_to`); a
+    format left out of `formats` is not read and stays empty."""
     folder = Path(folder)
     table = folder / "tracks.parquet"
     if not table.is_file():
@@ -70,8 +72,8 @@ def read_corpus_patches(folder: str | Path, *, pack_midi_to: int | None = None) 
     if missing:
         raise DataValidationError(str(table), f"needs column(s) {', '.join(missing)}", column=missing[0])
     failures: list[dict[str, str]] = []
-    abc = _patches(folder, tracks, "abc_path", "abc", pack_midi_to, failures)
-    midi = _patches(folder, tracks, "midi_path", "midi", pack_midi_to, failures)
+    abc = _patches(folder, tracks, "abc_path", "abc", pack_midi_to, failures) if "abc" in formats else {}
+    midi = _patches(folder, tracks, "midi_path", "midi", pack_midi_to, failures) if "midi" in formats else {}
     logger.info("%s: %d tracks, ABC patches for %d, MIDI patches for %d, %d failures", folder, len(tracks),
                 len(abc), len(midi), len(failures))
     return CorpusPatches(abc=abc, midi=midi, failures=pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)))
