@@ -253,3 +253,14 @@ def test_score_embeddings_index_and_multilingual_text_search(corpus, tmp_path):
     with pytest.raises(QueryError, match="another space"):
         check_text_space(index, other)
     assert main(["embed", "--backend", "clamp-abc", "--data", str(corpus), "--out", str(tmp_path / "e2")]) != 0
+
+
+def test_a_folder_that_is_no_corpus_is_a_one_line_error(tmp_path, capsys):
+    from tunespace.cli.main import main
+
+    for command in (["clamp", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run")],
+                    ["clamp", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m3")]):
+        assert main(command) == 1
+        said = capsys.readouterr().out.strip()
+        assert "Traceback" not in said and said.endswith("no tracks.parquet; is it a tunespace corpus folder "
+                                                         "(tunespace corpus build)?"), said

@@ -36,7 +36,7 @@ from tunespace.contrastive.losses import InfoNCE
 from tunespace.contrastive.train import TrainConfig
 from tunespace.encoders.clamp import CLaMP2, CLaMP2Config, m3_config
 from tunespace.encoders.clamp_pretrain import M3Pretraining, load_m3
-from tunespace.errors import DataValidationError
+from tunespace.errors import DatasetNotFoundError, DataValidationError
 from tunespace.io import write_text
 from tunespace.symbolic.corpus import read_corpus_patches
 from tunespace.symbolic.patches import PatchConfig, encode_patches, pad_batch
@@ -284,6 +284,15 @@ class ClampAlignment(nn.Module):
         return F.normalize(self.audio_proj(music), dim=-1)
 
 
+def corpus_tracks(corpus: str | Path) -> pd.DataFrame:
+    """The corpus's tracks table; a folder without one is a one-line error, not a traceback."""
+    table = Path(corpus) / "tracks.parquet"
+    if not table.is_file():
+        raise DatasetNotFoundError(f"{corpus}: no tracks.parquet; is it a tunespace corpus folder (tunespace corpus "
+                                   "build)?")
+    return pd.read_parquet(table)
+
+
 def patch_config(config: ClampConfig) -> PatchConfig:
     return PatchConfig(patch_length=config.model.patch_length, max_patches=config.model.max_patches)
 
@@ -315,7 +324,7 @@ class PreparedRun:
 
 def prepare(corpus: str | Path, config: ClampConfig) -> PreparedRun:
     corpus = Path(corpus)
-    tracks = pd.read_parquet(corpus / "tracks.parquet")
+    tracks = corpus_tracks(corpus)
     split = draw_split(tracks, config.data)
     bank = score_bank(corpus, config)
     audio = read_audio_vectors(config.audio.embeddings) if config.audio.embeddings else None
@@ -474,7 +483,7 @@ def write_score_embeddings(run: str | Path, corpus: str | Path, backend: str, ou
     model, _ = load_clamp_run(run)
     if fmt not in model.config.data.formats:
         raise ConfigError(f"{run} was trained without {fmt} (formats: {', '.join(model.config.data.formats)})")
-    tracks = pd.read_parquet(Path(corpus) / "tracks.parquet")["track_id"].astype(str).tolist()
+    tracks = corpus_tracks(corpus)["track_id"].astype(str).tolist()
     bank = ScoreBank.load(corpus, patch_config(model.config), (fmt,), (), model.config.model.midi_pack_to or None)
     present = [t for t in tracks if t in bank.pieces[fmt]]
     matrix = music_vectors(model, bank, present, fmt, batch_size).astype(np.float32)

@@ -27,6 +27,7 @@ from tunespace.contrastive.clamp import (
     ClampAlignment,
     ClampSplit,
     ScoreBank,
+    corpus_tracks,
     load_clamp_run,
     music_vectors,
     read_audio_vectors,
@@ -179,7 +180,7 @@ def abc_documents(corpus: str | Path, track_ids: Sequence[str]) -> list[str]:
     from tunespace.symbolic.abc import abc_patches
 
     corpus = Path(corpus)
-    paths = pd.read_parquet(corpus / "tracks.parquet").set_index("track_id")["abc_path"]
+    paths = corpus_tracks(corpus).set_index("track_id")["abc_path"]
     return ["".join(abc_patches((corpus / paths[t]).read_text(encoding="utf-8"))) for t in track_ids]
 
 
@@ -216,7 +217,7 @@ def evaluate_clamp(corpus: str | Path, runs: Sequence[str | Path], out: str | Pa
     need the validation tunes for their own choice, so they run with `part="test"` only. `audio_space`:
     an audio embedding folder each run's scores are also mapped into after training (`mapped_audio`)."""
     corpus, out = Path(corpus), Path(out)
-    tracks = pd.read_parquet(corpus / "tracks.parquet")
+    tracks = corpus_tracks(corpus)
     search_rows, gap_rows, modal_rows = [], [], []
     representations: dict[str, tuple[list[str], np.ndarray]] = {}
     split = None
