@@ -141,6 +141,32 @@ def test_training_path_carries_gradients(tiny_clamp: CLaMP2):
     tiny_clamp.zero_grad(set_to_none=True)
 
 
+def test_music_norm_standardises_pooled_features_and_encodes_batch_free(xlmr_dir: Path):
+    """With `music_norm` the projection sees each pooled dimension centred and scaled by batch statistics in
+    training (a direction every piece shares is removed) and by running statistics in eval, so encoding a piece
+    does not depend on its batch."""
+    torch.manual_seed(2)
+    model = CLaMP2(CLaMP2Config(text_model=str(xlmr_dir), music=TINY_M3, embed_dim=24, max_text_length=64,
+                                batch_size=3, music_norm=True))
+    assert CLaMP2(CLaMP2Config(text_model=str(xlmr_dir), music=TINY_M3, embed_dim=24)).music_norm is None
+    ids, mask = random_pieces(torch.Generator().manual_seed(5), [4, 1, 7, 2, 3, 6])
+    seen: list[torch.Tensor] = []
+    model.music_proj.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    model.train()
+    model.music_features(ids, mask)
+    torch.testing.assert_close(seen[-1].mean(dim=0), torch.zeros(TINY_M3.hidden), atol=1e-5, rtol=0)
+    raw_variance = model.music_model.pool(ids, mask).detach().var(dim=0, unbiased=False)
+    torch.testing.assert_close(seen[-1].var(dim=0, unbiased=False),
+                               raw_variance / (raw_variance + model.music_norm.eps), atol=1e-4, rtol=0)
+    model.eval()
+    music = model.encode_music(ids, mask)
+    torch.testing.assert_close(music, model.encode_music(ids, mask, batch_size=1), rtol=1e-5, atol=1e-5)
+    running = model.music_norm
+    pooled = model.music_model.pool(ids, mask)
+    expected = (pooled - running.running_mean) / torch.sqrt(running.running_var + running.eps)
+    torch.testing.assert_close(music, F.normalize(model.music_proj(expected), dim=-1), rtol=1e-5, atol=1e-5)
+
+
 class ReleasedMusicModel(nn.Module):
     """CLaMP 2's M3PatchEncoder as its public code lays it out, computing the one-hot product literally."""
 

@@ -62,6 +62,7 @@ class ClampModelConfig:
     extend_vocabulary: bool = True  # extend the text tokenizer from the training captions (German, Chinese)
     max_text_length: int = 96
     dropout: float = 0.1
+    music_norm: bool = False  # standardise pooled M3 features before the projection (see CLaMP2Config.music_norm)
 
     def __post_init__(self) -> None:
         m3_config(self.size)  # an unknown size fails here, with the known ones
@@ -259,7 +260,8 @@ class ClampAlignment(nn.Module):
                           max_patches=config.model.max_patches, dropout=config.model.dropout)
         self.clamp = CLaMP2(CLaMP2Config(text_model=config.model.text_model, music=music,
                                          embed_dim=config.model.embed_dim,
-                                         max_text_length=config.model.max_text_length),
+                                         max_text_length=config.model.max_text_length,
+                                         music_norm=config.model.music_norm),
                            pretrained_text=pretrained_text)
         self.text_loss = InfoNCE()
         self.audio_proj = nn.Linear(config.model.embed_dim, audio_dim) if audio_dim else None

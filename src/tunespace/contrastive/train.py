@@ -129,6 +129,8 @@ def train_loop(model: nn.Module, make_batch: Callable[[int], Any], config: Train
     scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     wrapped: nn.Module = model
     if context.world_size > 1:
+        if any(p.is_cuda for p in parameters):  # batch statistics over the global batch (SyncBatchNorm is GPU-only)
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)
         wrapped = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     report = TrainReport()
     start = 0

@@ -168,6 +168,10 @@ class CLaMP2Config:
     embed_dim: int = 768  # the shared space (CLaMP 2's CLAMP2_HIDDEN_SIZE)
     max_text_length: int = 128
     batch_size: int = 64  # texts or pieces per forward pass in encode_text / encode_music
+    # Standardise the pooled M3 features per dimension (batch statistics in training, running ones in eval) before
+    # `music_proj`. Not in CLaMP 2: after masked-patch pretraining the pooled features of all pieces share one
+    # dominant direction (mean cosine 0.998 here), which leaves InfoNCE almost no signal to start from.
+    music_norm: bool = False
 
 
 class CLaMP2(nn.Module):
@@ -202,6 +206,7 @@ class CLaMP2(nn.Module):
         self.music_model = M3Encoder(config.music)
         self.music_proj = nn.Linear(config.music.hidden, config.embed_dim)
         nn.init.normal_(self.music_proj.weight, std=0.02)
+        self.music_norm = nn.BatchNorm1d(config.music.hidden, affine=False) if config.music_norm else None
 
     @property
     def device(self) -> torch.device:
@@ -225,7 +230,10 @@ class CLaMP2(nn.Module):
         mask: (batch, patches), 1 for real patches (`symbolic.pad_batch` makes both)."""
         ids = as_tensor(ids, self.device, torch.long)
         mask = as_tensor(mask, self.device, torch.long)
-        return self.music_proj(self.music_model.pool(ids, mask))
+        pooled = self.music_model.pool(ids, mask)
+        if self.music_norm is not None:
+            pooled = self.music_norm(pooled)
+        return self.music_proj(pooled)
 
     def forward(self, texts: Sequence[str], ids: torch.Tensor | np.ndarray,
                 mask: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
