@@ -12,20 +12,10 @@ import pandas as pd
 import typer
 
 from tunespace.cli.common import console, embedding_sets, parse_options, show, show_tests, training_progress
+from tunespace.contrastive.pairs import PAIR_SOURCE_DEFAULTS
 
 htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware fine-tuning.", no_args_is_help=True)
 
-# Each stage-2 pair source with its default options; `--pairs` picks some (sources of one kind per batch).
-PREFERENCE_SOURCES = {"session": {"weight": 1.0, "window_minutes": 30.0, "neighbours": 2},
-                      "playlist": {"weight": 1.0},
-                      "history": {"weight": 1.0, "profile_size": 4},
-                      "listener": {"weight": 1.0, "holdout_share": 0.2, "order": "latest"},
-                      # Alonso-Jimenez et al.'s strategies and the editorial baselines (contrastive.pair_sources)
-                      "artist": {"weight": 1.0},
-                      "album": {"weight": 1.0},
-                      "playlist-random": {"weight": 1.0},
-                      "playlist-top": {"weight": 1.0, "top": 10, "min_count": 2},
-                      "playlist-emb": {"weight": 1.0, "k": 10}}
 DEFAULT_PAIRS = "session,playlist"
 FINETUNE_DEFAULTS: dict[str, object] = {"pairs": DEFAULT_PAIRS, "semantic_weight": 0.5, "tune": "all",
                                         "popularity_correction": 0.0, "learn_popularity": False}
@@ -102,7 +92,7 @@ def _clips_per_example(config) -> float:
         return clips + 1.0
     if stage.preference_sources:
         history = stage.preference_sources.get("history")
-        clips += (int((history or {}).get("profile_size", PREFERENCE_SOURCES["history"]["profile_size"]))
+        clips += (int((history or {}).get("profile_size", PAIR_SOURCE_DEFAULTS["history"]["profile_size"]))
                   if history is not None else 1) + 1
         clips += stage.catalogue_negatives / config.train.batch_size
     return clips
@@ -208,11 +198,11 @@ def finetune(
     chosen = {**FINETUNE_DEFAULTS, **flags, **{k: v for k, v in given.items() if v is not None}}
     pairs = str(chosen["pairs"])
     names = [name.strip() for name in pairs.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PREFERENCE_SOURCES]
+    unknown = [name for name in names if name not in PAIR_SOURCE_DEFAULTS]
     if unknown or not names:
         raise ConfigError(f"--pairs: unknown pair source(s) {unknown or pairs!r}; choose from "
-                          f"{', '.join(PREFERENCE_SOURCES)}")
-    sources = {name: dict(PREFERENCE_SOURCES[name]) for name in names}
+                          f"{', '.join(PAIR_SOURCE_DEFAULTS)}")
+    sources = {name: dict(PAIR_SOURCE_DEFAULTS[name]) for name in names}
     overrides: dict[str, object] = {"stage.preference_sources": sources,
                                     "stage.semantic_weight": chosen["semantic_weight"],
                                     "stage.anchor_weight": anchor_weight, "stage.tune": chosen["tune"],

@@ -886,24 +886,28 @@ def import_log(
 @app.command()
 def report(
     evaluation: Annotated[Path, typer.Option("--eval", help="A folder written by `tunespace htcl evaluate`, "
-                                                            "`tunespace evaluate`, `benchmark recsys` or the demo.")],
+                                                            "`tunespace evaluate`, `benchmark recsys`, the demo or "
+                                                            "`pretrain-pairs`.")],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page with a figure of every model's metrics, the tables and the paired tests."""
     from tunespace.reports.html import evaluation_report, results_report
+    from tunespace.reports.pairs import study_report
 
-    write = evaluation_report if _report_kind(evaluation) == "htcl" else results_report
+    write = {"htcl": evaluation_report, "results": results_report, "pairs": study_report}[_report_kind(evaluation)]
     console.print(f"wrote {write(evaluation, out)}")
 
 
 HTCL_REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes
 RESULTS_REPORT_INPUTS = ("results.csv",)  # what `evaluate`, `benchmark recsys` and the demo write
+PAIRS_REPORT_INPUTS = ("tagging.csv", "similarity.csv")  # what `pretrain-pairs` writes
 
 
 def _report_kind(folder: Path) -> str:
     """"htcl" or "results" by the files in the folder; a folder of neither kind names the commands that write one."""
     expected = ("expected a folder written by `tunespace htcl evaluate --out FOLDER`, `tunespace evaluate --out "
-                "FOLDER`, `tunespace benchmark recsys --out FOLDER` or `tunespace demo --out FOLDER`")
+                "FOLDER`, `tunespace benchmark recsys --out FOLDER`, `tunespace demo --out FOLDER` or `tunespace "
+                "pretrain-pairs --out FOLDER`")
     if not folder.is_dir():
         raise EvaluationFolderError(f"{folder}: no such folder; {expected}")
     htcl = [name for name in HTCL_REPORT_INPUTS if (folder / name).is_file()]
@@ -914,7 +918,9 @@ def _report_kind(folder: Path) -> str:
         raise EvaluationFolderError(f"{folder}: no {' or '.join(missing)}; {expected}")
     if all((folder / name).is_file() for name in RESULTS_REPORT_INPUTS):
         return "results"
-    raise EvaluationFolderError(f"{folder}: no results.csv, semantic.csv or preference.csv; {expected}")
+    if all((folder / name).is_file() for name in PAIRS_REPORT_INPUTS):
+        return "pairs"
+    raise EvaluationFolderError(f"{folder}: no results.csv, semantic.csv, preference.csv or tagging.csv; {expected}")
 
 
 @app.command()
@@ -1106,8 +1112,10 @@ __all__ = ["app", "main", "HEADLINE"]
 from tunespace.cli.catalogue import catalogue
 from tunespace.cli.search import index_app, search
 from tunespace.cli.serve import serve
+from tunespace.cli.pairs import pretrain_pairs
 
 app.command(name="catalogue")(catalogue)
 app.add_typer(index_app, name="index")
 app.command(name="search")(search)
 app.command(name="serve")(serve)
+app.command(name="pretrain-pairs")(pretrain_pairs)

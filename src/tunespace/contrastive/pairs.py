@@ -21,6 +21,21 @@ import pandas as pd
 from tunespace.errors import TunespaceError
 
 
+# Each pair source's default options (`htcl finetune --pairs` and the pair study pick from these).
+PAIR_SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "session": {"weight": 1.0, "window_minutes": 30.0, "neighbours": 2},
+    "playlist": {"weight": 1.0},
+    "history": {"weight": 1.0, "profile_size": 4},
+    "listener": {"weight": 1.0, "holdout_share": 0.2, "order": "latest"},
+    # Alonso-Jimenez et al.'s strategies and the editorial baselines (contrastive.pair_sources)
+    "artist": {"weight": 1.0},
+    "album": {"weight": 1.0},
+    "playlist-random": {"weight": 1.0},
+    "playlist-top": {"weight": 1.0, "top": 10, "min_count": 2},
+    "playlist-emb": {"weight": 1.0, "k": 10},
+}
+
+
 class PairSourceError(TunespaceError):
     """A pair source cannot be built from the data given (missing table, no pairs, leakage risk)."""
 

@@ -133,3 +133,49 @@ def probe_on_split(features: np.ndarray, labels: np.ndarray, train: np.ndarray, 
         macro_f1_low=float(np.quantile(f1s, 0.025)), macro_f1_high=float(np.quantile(f1s, 0.975)),
         chance=float(np.mean(truth == majority)), l2=float(chosen), n_classes=len(classes), n_train=len(train),
         n_test=len(test))
+
+
+def _fit_multilabel(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One logistic regression per label (a sigmoid per column), fitted together: the losses are independent."""
+    weights = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(y.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ weights + bias, y, reduction="sum") / len(x)
+        loss = loss + l2 * weights.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weights.detach(), bias.detach()
+
+
+@dataclass(frozen=True)
+class MultilabelProbe:
+    scores: np.ndarray  # (len(test), n_labels) logits of the test rows
+    l2: float
+    validation_macro_roc_auc: float
+
+
+def multilabel_probe_on_split(features: np.ndarray, truth: np.ndarray, train: np.ndarray, validation: np.ndarray,
+                              test: np.ndarray, l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1),
+                              max_iter: int = 200) -> MultilabelProbe:
+    """A linear multi-label probe (independent logistic regressions on standardised features): fit on `train`,
+    choose the L2 weight on the `validation` macro ROC-AUC (ties to the smaller), score `test` once."""
+    from tunespace.evaluation.tagging import tagging_metrics
+
+    truth = np.asarray(truth, dtype=bool)
+    x = _standardised(features, train)
+    y = torch.as_tensor(truth[train], dtype=torch.float64)
+    fits = {l2: _fit_multilabel(x[train], y, l2, max_iter) for l2 in l2_grid}
+
+    def scores(l2: float, rows: np.ndarray) -> np.ndarray:
+        weights, bias = fits[l2]
+        return (x[rows] @ weights + bias).numpy()
+
+    validation_auc = {l2: tagging_metrics(scores(l2, validation), truth[validation]).macro_roc_auc
+                      for l2 in l2_grid}
+    chosen = max(l2_grid, key=lambda l2: (validation_auc[l2], -l2))
+    return MultilabelProbe(scores(chosen, test), float(chosen), float(validation_auc[chosen]))

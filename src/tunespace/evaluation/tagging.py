@@ -141,3 +141,46 @@ def zero_shot_tagging(tracks: np.ndarray, prompts: np.ndarray, truth: np.ndarray
         raise TaggingError(f"tracks (n_tracks, dim) and prompts (n_tags, dim) must share dim, got tracks "
                            f"{tracks.shape} and prompts {prompts.shape}")
     return tagging_metrics(tracks @ prompts.T, truth, tags)
+
+
+def _macro_over_draws(scores: np.ndarray, truth: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Macro ROC-AUC and PR-AUC of each resample (rows of `draws` index tracks), averaged over the tags that have
+    both classes in that resample."""
+    auc = np.empty(len(draws))
+    ap = np.empty(len(draws))
+    for row, drawn in enumerate(draws):
+        auc[row] = np.nanmean(_roc_auc_columns(scores[drawn], truth[drawn]))
+        ap[row] = np.nanmean(_average_precision_columns(scores[drawn], truth[drawn]))
+    return auc, ap
+
+
+def bootstrap_tagging(scores: np.ndarray, truth: np.ndarray, resamples: int = 1000, seed: int = 0,
+                      other: np.ndarray | None = None) -> dict[str, float]:
+    """95% percentile-bootstrap intervals over tracks for macro ROC-AUC and PR-AUC; with `other` (a second model's
+    scores of the same tracks) also the paired difference (self - other) with its interval and a two-sided
+    bootstrap p-value. Only tags with both classes over all tracks take part, as in `tagging_metrics`."""
+    scores, truth = _scores(scores), _labels(truth, np.shape(scores))
+    both = truth.any(axis=0) & ~truth.all(axis=0)
+    if not both.any():
+        raise TaggingError("no tag has both positive and negative tracks, so nothing can be evaluated")
+    scores, truth = scores[:, both], truth[:, both]
+    draws = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
+    auc, ap = _macro_over_draws(scores, truth, draws)
+    out = {"macro_roc_auc_low": float(np.quantile(auc, 0.025)), "macro_roc_auc_high": float(np.quantile(auc, 0.975)),
+           "macro_pr_auc_low": float(np.quantile(ap, 0.025)), "macro_pr_auc_high": float(np.quantile(ap, 0.975))}
+    if other is not None:
+        other = _scores(other, "other")
+        if other.shape[0] != len(truth):
+            raise TaggingError(f"other has {other.shape[0]} tracks, expected {len(truth)}")
+        other_auc, other_ap = _macro_over_draws(other[:, both], truth, draws)
+        other = other[:, both]
+        for name, mine, theirs, per_tag in (("macro_roc_auc", auc, other_auc, _roc_auc_columns),
+                                            ("macro_pr_auc", ap, other_ap, _average_precision_columns)):
+            difference = mine - theirs
+            # two-sided: how often the resampled difference lies on the far side of zero, doubled, (1 + n) / (B + 1)
+            beyond = min(int((difference <= 0).sum()), int((difference >= 0).sum()))
+            out[f"{name}_difference"] = float(np.nanmean(per_tag(scores, truth)) - np.nanmean(per_tag(other, truth)))
+            out[f"{name}_difference_low"] = float(np.quantile(difference, 0.025))
+            out[f"{name}_difference_high"] = float(np.quantile(difference, 0.975))
+            out[f"{name}_p"] = float(min(1.0, 2 * (1 + beyond) / (resamples + 1)))
+    return out
