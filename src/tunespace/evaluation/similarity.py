@@ -46,10 +46,10 @@ def similarity_per_query(vectors: np.ndarray, queries: np.ndarray, relevance: sp
         raise SimilarityError(f"{int((n_relevant == 0).sum())} of {len(queries)} queries have no relevant track; "
                               "drop them before evaluating")
     rows = np.arange(len(queries))
-    if np.asarray(relevance[rows, queries]).any():
+    exclude = sp.csr_matrix((np.ones(len(queries), dtype=bool), (rows, queries)), shape=relevance.shape)
+    if relevance.multiply(exclude).nnz:
         raise SimilarityError("a query is marked relevant to itself; the query is excluded from its own ranking")
     ks = tuple(ks)
-    exclude = sp.csr_matrix((np.ones(len(queries), dtype=bool), (rows, queries)), shape=relevance.shape)
     ranked = top_k(dot_scorer(vectors[torch.as_tensor(queries, device=vectors.device)], vectors), rows,
                    len(vectors), max(ks), exclude=exclude, demote=relevance, user_chunk=query_chunk, device=device)
     return ranking_metrics(hit_matrix(ranked.items, rows, relevance), n_relevant, ks)

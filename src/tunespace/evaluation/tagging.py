@@ -160,6 +160,7 @@ def bootstrap_tagging(scores: np.ndarray, truth: np.ndarray, resamples: int = 10
     scores of the same tracks) also the paired difference (self - other) with its interval and a two-sided
     bootstrap p-value. Only tags with both classes over all tracks take part, as in `tagging_metrics`."""
     scores, truth = _scores(scores), _labels(truth, np.shape(scores))
+    full_shape = scores.shape
     both = truth.any(axis=0) & ~truth.all(axis=0)
     if not both.any():
         raise TaggingError("no tag has both positive and negative tracks, so nothing can be evaluated")
@@ -170,8 +171,8 @@ def bootstrap_tagging(scores: np.ndarray, truth: np.ndarray, resamples: int = 10
            "macro_pr_auc_low": float(np.quantile(ap, 0.025)), "macro_pr_auc_high": float(np.quantile(ap, 0.975))}
     if other is not None:
         other = _scores(other, "other")
-        if other.shape[0] != len(truth):
-            raise TaggingError(f"other has {other.shape[0]} tracks, expected {len(truth)}")
+        if other.shape != full_shape:
+            raise TaggingError(f"other has shape {other.shape}, expected {full_shape} (the same tracks and tags)")
         other_auc, other_ap = _macro_over_draws(other[:, both], truth, draws)
         other = other[:, both]
         for name, mine, theirs, per_tag in (("macro_roc_auc", auc, other_auc, _roc_auc_columns),
