@@ -121,6 +121,12 @@ def test_pretrain_pairs_end_to_end_resumes_and_reports(corpus_folder, tmp_path, 
     similarity = pd.read_csv(out / "similarity.csv")
     assert set(similarity["representation"]) == {"artist", "playlist-top", "random-init"}
     assert (out / "study.png").stat().st_size > 0 and (out / "study.md").is_file()
+    from tunespace.data.embeddings import ItemEmbeddings
+
+    saved = ItemEmbeddings.load(out / "vectors" / "playlist-top.parquet")
+    extracted = ItemEmbeddings.load(out / "emb" / "playlist-top")
+    order = np.argsort(extracted.ids)
+    np.testing.assert_allclose(saved.vectors[np.argsort(saved.ids)], extracted.vectors[order], rtol=0, atol=1e-6)
     assert json.loads((out / "provenance.json").read_text())["settings"]["sources"] == ["artist", "playlist-top"]
     trained = {name: (out / "runs" / name / "last.pt").stat().st_mtime_ns for name in ("artist", "playlist-top")}
     again = runner.invoke(app, command)

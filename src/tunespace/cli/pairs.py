@@ -57,7 +57,8 @@ def _extract(run: Path, data, out: Path, device: str):
 def pretrain_pairs(
     data: Annotated[Path, typer.Option(help="Corpus folder: tracks with audio and tags, interactions, playlists and "
                                             "playlist_sessions (creation times).")],
-    out: Annotated[Path, typer.Option(help="Study folder: runs/SOURCE, emb/SOURCE, finetune/SOURCE, the tables "
+    out: Annotated[Path, typer.Option(help="Study folder: runs/SOURCE, emb/SOURCE, vectors/SOURCE.parquet (for "
+                                           "`benchmark recsys --embeddings`), finetune/SOURCE, the tables "
                                            "(tagging.csv, similarity.csv, .md), study.png, provenance.json.")],
     sources: Annotated[str, typer.Option(help="Pair sources, comma-separated; artist is the baseline every other "
                                               "source is tested against.")] =
@@ -126,6 +127,10 @@ def pretrain_pairs(
         runs[RANDOM_INIT] = _random_init_run(configs[names[0]], out / "runs" / RANDOM_INIT)
         vectors = {name: aligned_vectors(_extract(run, study, out / "emb" / name, torch_device), study.corpus.tracks,
                                          name) for name, run in runs.items()}
+        ids = study.corpus.tracks["track_id"].astype(str).to_numpy()
+        (out / "vectors").mkdir(exist_ok=True)
+        for name, matrix in vectors.items():  # one file per tower, named by source, for `benchmark recsys`
+            ItemEmbeddings(ids, matrix.astype("float32")).save(out / "vectors" / f"{name}.parquet")
         for name, folder in references.items():
             vectors[name] = aligned_vectors(ItemEmbeddings.load(folder), study.corpus.tracks, name)
         similarity = {part: pd.concat([similarity_figures(name, matrix, study, part)
