@@ -886,28 +886,31 @@ def import_log(
 @app.command()
 def report(
     evaluation: Annotated[Path, typer.Option("--eval", help="A folder written by `tunespace htcl evaluate`, "
-                                                            "`tunespace evaluate`, `benchmark recsys`, the demo or "
-                                                            "`pretrain-pairs`.")],
+                                                            "`tunespace evaluate`, `benchmark recsys`, the demo, "
+                                                            "`pretrain-pairs` or `clamp evaluate`.")],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page with a figure of every model's metrics, the tables and the paired tests."""
     from tunespace.reports.html import evaluation_report, results_report
+    from tunespace.reports.clamp import clamp_report
     from tunespace.reports.pairs import study_report
 
-    write = {"htcl": evaluation_report, "results": results_report, "pairs": study_report}[_report_kind(evaluation)]
+    writers = {"htcl": evaluation_report, "results": results_report, "pairs": study_report, "clamp": clamp_report}
+    write = writers[_report_kind(evaluation)]
     console.print(f"wrote {write(evaluation, out)}")
 
 
 HTCL_REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes
 RESULTS_REPORT_INPUTS = ("results.csv",)  # what `evaluate`, `benchmark recsys` and the demo write
 PAIRS_REPORT_INPUTS = ("tagging.csv", "similarity.csv")  # what `pretrain-pairs` writes
+CLAMP_REPORT_INPUTS = ("search.csv", "cross_modal.csv")  # what `clamp evaluate` writes
 
 
 def _report_kind(folder: Path) -> str:
     """"htcl" or "results" by the files in the folder; a folder of neither kind names the commands that write one."""
     expected = ("expected a folder written by `tunespace htcl evaluate --out FOLDER`, `tunespace evaluate --out "
-                "FOLDER`, `tunespace benchmark recsys --out FOLDER`, `tunespace demo --out FOLDER` or `tunespace "
-                "pretrain-pairs --out FOLDER`")
+                "FOLDER`, `tunespace benchmark recsys --out FOLDER`, `tunespace demo --out FOLDER`, `tunespace "
+                "pretrain-pairs --out FOLDER` or `tunespace clamp evaluate --out FOLDER`")
     if not folder.is_dir():
         raise EvaluationFolderError(f"{folder}: no such folder; {expected}")
     htcl = [name for name in HTCL_REPORT_INPUTS if (folder / name).is_file()]
@@ -920,7 +923,10 @@ def _report_kind(folder: Path) -> str:
         return "results"
     if all((folder / name).is_file() for name in PAIRS_REPORT_INPUTS):
         return "pairs"
-    raise EvaluationFolderError(f"{folder}: no results.csv, semantic.csv, preference.csv or tagging.csv; {expected}")
+    if all((folder / name).is_file() for name in CLAMP_REPORT_INPUTS):
+        return "clamp"
+    raise EvaluationFolderError(f"{folder}: no results.csv, semantic.csv, preference.csv, tagging.csv or search.csv; "
+                                f"{expected}")
 
 
 @app.command()
