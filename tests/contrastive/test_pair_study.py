@@ -14,8 +14,8 @@ from tests.helpers import tiny_bert as make_tiny_bert
 
 pytest.importorskip("transformers")
 
-from tunespace.contrastive.htcl import ConfigError, Corpus  # noqa: E402
-from tunespace.contrastive.pair_study import (  # noqa: E402
+from tunespace.contrastive.htcl import ConfigError, Corpus
+from tunespace.contrastive.pair_study import (
     STUDY_SOURCES,
     StudyData,
     label_groups,

@@ -85,9 +85,17 @@ def pretrain_pairs(
 
     from tunespace.cli.htcl import _train
     from tunespace.contrastive.htcl import ConfigError
-    from tunespace.contrastive.pair_study import (BASELINE_SOURCE, StudyData, aligned_vectors, finetune_tagging,
-                                                  probe_scores, similarity_figures, similarity_table, study_config,
-                                                  tagging_table)
+    from tunespace.contrastive.pair_study import (
+        BASELINE_SOURCE,
+        StudyData,
+        aligned_vectors,
+        finetune_tagging,
+        probe_scores,
+        similarity_figures,
+        similarity_table,
+        study_config,
+        tagging_table,
+    )
     from tunespace.data.embeddings import ItemEmbeddings
     from tunespace.io import atomic_path
     from tunespace.provenance import recorded_run

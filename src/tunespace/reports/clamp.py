@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 from tunespace.reports.html import Heading, Paragraph, Plot, Section, Table, fold_intervals, write_html_report
 
 
-
 def _folded(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     columns = [*[k for k in keys if k in frame], *[c for m in metrics if m in frame
                                                    for c in (m, f"{m}_low", f"{m}_high") if c in frame]]

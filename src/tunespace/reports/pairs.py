@@ -14,7 +14,6 @@ from tunespace.io import atomic_path, write_text
 from tunespace.reports.html import Heading, Paragraph, Plot, Table, write_html_report
 from tunespace.reports.tables import to_markdown
 
-
 TAGGING_COLUMNS = ("method", "representation", "macro_roc_auc", "macro_roc_auc_low", "macro_roc_auc_high",
                    "macro_pr_auc", "macro_pr_auc_low", "macro_pr_auc_high", "macro_roc_auc_difference",
                    "macro_roc_auc_p_holm", "macro_pr_auc_difference", "macro_pr_auc_p_holm")
@@ -33,12 +32,12 @@ def write_study_tables(out: Path, tables: Mapping[str, pd.DataFrame], tags: Sequ
         with atomic_path(out / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
     parts = ["# Pair study", "",
-             "Tagging: test tracks, macro over tags; intervals and the difference to artist pairs from a paired "
-             "bootstrap over test tracks (Holm within each method).", "",
+             ("Tagging: test tracks, macro over tags; intervals and the difference to artist pairs from a paired "
+              "bootstrap over test tracks (Holm within each method)."), "",
              to_markdown(_shown(tables["tagging"], TAGGING_COLUMNS).round(4)), "",
-             "Similarity: each test track ranks the catalogue; relevant tracks share a playlist made after the cutoff "
-             "(playlist) or the dance type and region (dance+region). Paired t and Wilcoxon tests over the same "
-             "queries against artist pairs, Holm within each judgement.", "",
+             ("Similarity: each test track ranks the catalogue; relevant tracks share a playlist made after the "
+              "cutoff (playlist) or the dance type and region (dance+region). Paired t and Wilcoxon tests over the "
+              "same queries against artist pairs, Holm within each judgement."), "",
              to_markdown(_shown(tables["similarity"], SIMILARITY_COLUMNS).round(4)), ""]
     write_text("\n".join(parts), out / "study.md")
     write_text("\n".join(tags) + "\n", out / "tags.txt")
