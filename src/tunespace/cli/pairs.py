@@ -45,12 +45,14 @@ def _random_init_run(config, out: Path) -> Path:
     return out
 
 
-def _extract(run: Path, data, out: Path, device: str):
+def _extract(run: Path, data: Path, out: Path, device: str):
+    """The tower's embedding of every track through `tunespace embed`'s pipeline (progress bar, resumable shards,
+    provenance), read back."""
+    from tunespace.cli.main import _embed
     from tunespace.data.embeddings import ItemEmbeddings
-    from tunespace.encoders.extract import ExtractionConfig, extract_embeddings
+    from tunespace.encoders.extract import ExtractionConfig
 
-    extract_embeddings(data.corpus.tracks, data.corpus.root, out,
-                       ExtractionConfig(backend="htcl", options={"run": str(run)}, device=device, batch_size=32))
+    _embed(ExtractionConfig(backend="htcl", options={"run": str(run)}, device=device, batch_size=32), data, out)
     return ItemEmbeddings.load(out)
 
 
@@ -133,7 +135,7 @@ def pretrain_pairs(
                 _train(configs[name], data, run, True, None, device)
             runs[name] = run
         runs[RANDOM_INIT] = _random_init_run(configs[names[0]], out / "runs" / RANDOM_INIT)
-        vectors = {name: aligned_vectors(_extract(run, study, out / "emb" / name, torch_device), study.corpus.tracks,
+        vectors = {name: aligned_vectors(_extract(run, data, out / "emb" / name, torch_device), study.corpus.tracks,
                                          name) for name, run in runs.items()}
         ids = study.corpus.tracks["track_id"].astype(str).to_numpy()
         (out / "vectors").mkdir(exist_ok=True)
