@@ -69,11 +69,18 @@ def show_tests(tests: pd.DataFrame, title: str) -> None:
 
 
 def embedding_sets(paths: Sequence[Path]) -> dict[str, ItemEmbeddings]:
-    """Load embedding files or `tunespace embed` folders, labelled by backend (from the manifest) or file stem."""
+    """Load embedding files or `tunespace embed` folders, labelled `NAME=PATH` as given, else by backend (from the
+    manifest) or file stem; a repeated label gets a prime."""
     sets: dict[str, ItemEmbeddings] = {}
-    for path in paths:
-        manifest = path / "manifest.json" if path.is_dir() else None
-        label = json.loads(manifest.read_text())["backend"] if manifest and manifest.exists() else path.stem
+    for given in paths:
+        label, sep, rest = str(given).partition("=")
+        if sep and label and "/" not in label and not Path(given).exists():
+            path = Path(rest)
+        else:
+            path, label = Path(given), ""
+        if not label:
+            manifest = path / "manifest.json" if path.is_dir() else None
+            label = json.loads(manifest.read_text())["backend"] if manifest and manifest.exists() else path.stem
         while label in sets:
             label += "'"
         sets[label] = ItemEmbeddings.load(path)

@@ -1022,7 +1022,8 @@ def benchmark_recsys(
         help="Folder for the tables (CSV, Markdown, per seed, per split seed), significance.csv, the chart, "
              "settings.json, provenance.json and the split.")] = None,
     embeddings: Annotated[list[Path] | None, typer.Option(
-        help="Item embeddings (Parquet file or `tunespace embed` folder) for content models; repeatable.")] = None,
+        help="Item embeddings (Parquet file or `tunespace embed` folder) for content models, labelled by backend or "
+             "file name, or NAME=PATH to name them; repeatable.")] = None,
     text_encoder: Annotated[str | None, typer.Option(
         help="hetrec: also embed the tag text with this sentence encoder (minilm or a local folder).")] = None,
     epochs: Annotated[int | None, typer.Option(
