@@ -133,6 +133,9 @@ def test_pretrain_pairs_end_to_end_resumes_and_reports(corpus_folder, tmp_path, 
     assert again.exit_code == 0, again.output
     assert trained == {name: (out / "runs" / name / "last.pt").stat().st_mtime_ns for name in trained}
     pd.testing.assert_frame_equal(pd.read_csv(out / "tagging.csv"), tagging)
+    other = [("3" if arg == "2" and command[i - 1] == "--finetune-steps" else arg) for i, arg in enumerate(command)]
+    refused = runner.invoke(app, other)
+    assert refused.exit_code != 0 and "was fine-tuned with" in str(refused.exception)
     page = runner.invoke(app, ["report", "--eval", str(out), "--out", str(tmp_path / "r.html")])
     assert page.exit_code == 0, page.output
     assert "pair study" in (tmp_path / "r.html").read_text()

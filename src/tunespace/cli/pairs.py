@@ -150,9 +150,12 @@ def pretrain_pairs(
         for name, matrix in vectors.items():
             scores[("probe", name)], chosen_l2[name] = probe_scores(matrix, study)
         if finetune_steps > 0:
+            wanted = {"steps": finetune_steps, "batch": finetune_batch, "lr": finetune_lr,
+                      "evaluate_every": evaluate_every}
             for name, run in runs.items():
                 folder = out / "finetune" / name
                 saved = folder / "test_scores.npy"
+                _same_finetune(folder, wanted)
                 if not saved.exists():
                     with training_progress(f"fine-tune {name}", finetune_steps) as advance:
                         logits = finetune_tagging(run, study, folder, finetune_steps, finetune_batch, finetune_lr,
@@ -174,6 +177,26 @@ def pretrain_pairs(
                              "similarity": tables["similarity"].to_dict(orient="records")}
     _show_study(tables)
     console.print(f"tables, per-query values and study.png in {out}; `tunespace report --eval {out}` makes the page")
+
+
+def _same_finetune(folder: Path, wanted: dict[str, float]) -> None:
+    """Record the fine-tuning settings in a new folder; refuse to reuse one fine-tuned with other settings."""
+    import json
+
+    from tunespace.contrastive.htcl import ConfigError
+    from tunespace.io import write_text
+
+    record = folder / "settings.json"
+    if record.exists():
+        found = json.loads(record.read_text())
+        if found != wanted:
+            raise ConfigError(f"{folder} was fine-tuned with {found}, not {wanted}; give the same --finetune-* "
+                              "options or a new --out (the pretrained towers can be reused by copying runs/)")
+        return
+    if (folder / "test_scores.npy").exists() or (folder / "last.pt").exists():
+        raise ConfigError(f"{folder} holds a fine-tuning without its settings.json; remove the folder to redo it")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(json.dumps(wanted), record)
 
 
 def _cuda() -> bool:
