@@ -52,7 +52,8 @@ def _extract(run: Path, data: Path, out: Path, device: str):
     from tunespace.data.embeddings import ItemEmbeddings
     from tunespace.encoders.extract import ExtractionConfig
 
-    _embed(ExtractionConfig(backend="htcl", options={"run": str(run)}, device=device, batch_size=32), data, out)
+    options = {"run": str(run.resolve())}  # a study folder whose runs/ links to another's reuses its extractions
+    _embed(ExtractionConfig(backend="htcl", options=options, device=device, batch_size=32), data, out)
     return ItemEmbeddings.load(out)
 
 
