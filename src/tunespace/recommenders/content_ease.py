@@ -1,0 +1,136 @@
+"""EASE whose item-item weights are pulled toward a content similarity: collaborative where plays are dense, content
+where they are sparse, and a closed form for items no one has played yet.
+
+    B = argmin ||X - XB||^2 + l2 ||B - w S||^2   subject to diag(B) = 0
+
+S is the cosine similarity of the item embeddings, each column kept to its `neighbours` largest positive entries
+(the item itself left out). With P = (X'X + l2 I)^-1 the Lagrangian gives
+
+    B = I - l2 P + l2 w P S - P diag(mu),   mu_j = (1 - l2 P_jj + l2 w (P S)_jj) / P_jj,
+
+so w = 0 is EASE exactly. An item without plays has a zero column in X'X, so its column of B is l2 w P S[:, j]:
+its content neighbours' similarity, propagated through the same P. New items are scored with that column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from tunespace.data.embeddings import ItemEmbeddings
+from tunespace.data.interactions import InteractionMatrix
+from tunespace.errors import ModelConfigError
+from tunespace.evaluation.ranking import Scorer
+from tunespace.recommenders.base import Recommender, new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.sparse import dense_rows
+
+
+def standardised_unit(vectors: np.ndarray, placed: np.ndarray, shift: np.ndarray | None,
+                      scale: np.ndarray | None) -> np.ndarray:
+    """Rows z-scored with (shift, scale) when given, then L2-normalised; rows without an embedding stay zero."""
+    out = np.asarray(vectors, dtype=np.float64)
+    if shift is not None and scale is not None:
+        out = (out - shift) / scale
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out = np.where(norms > 0, out / np.maximum(norms, 1e-300), 0.0)
+    out[~placed] = 0.0
+    return out
+
+
+def neighbour_similarity(rows: np.ndarray, columns: np.ndarray, neighbours: int,
+                         same: bool) -> sp.csc_matrix:
+    """(len(rows), len(columns)) cosine of unit vectors, each column kept to its `neighbours` largest positive
+    entries; with `same` (rows are the columns) the diagonal is left out."""
+    similarity = rows @ columns.T
+    if same:
+        np.fill_diagonal(similarity, -np.inf)
+    keep = min(neighbours, len(rows) - (1 if same else 0))
+    if keep <= 0:
+        return sp.csc_matrix(similarity.shape)
+    top = np.argpartition(-similarity, keep - 1, axis=0)[:keep]
+    values = np.take_along_axis(similarity, top, axis=0)
+    cols = np.broadcast_to(np.arange(similarity.shape[1]), top.shape)
+    positive = values > 0
+    return sp.csc_matrix((values[positive], (top[positive], cols[positive])), shape=similarity.shape)
+
+
+@register("ease-content")
+class ContentEASE(Recommender):
+    """`l2` is EASE's; `content_weight` (w) scales the content prior S; `neighbours` sparsifies S;
+    `standardize` z-scores embedding dimensions over the train catalogue before the cosine."""
+
+    needs_embeddings = True
+    cold_items = "its column of B is l2 w P S: the content similarity to train items, propagated through EASE's P"
+
+    def __init__(self, embeddings: ItemEmbeddings | None = None, l2: float = 500.0, content_weight: float = 0.5,
+                 neighbours: int = 50, standardize: bool = False, **options):
+        if l2 <= 0 or content_weight < 0 or neighbours < 1:
+            raise ModelConfigError(f"ease-content: l2 > 0, content_weight >= 0 and neighbours >= 1 are required, got "
+                                   f"l2={l2}, content_weight={content_weight}, neighbours={neighbours}")
+        super().__init__(l2=l2, content_weight=content_weight, neighbours=int(neighbours),
+                         standardize=bool(standardize), **options)
+        self.embeddings = embeddings
+        self.l2, self.content_weight = float(l2), float(content_weight)
+        self.neighbours, self.standardize = int(neighbours), bool(standardize)
+        self._weights: torch.Tensor | None = None
+        self._precision: np.ndarray | None = None  # P, kept to place new items
+        self._units: np.ndarray | None = None  # the train items' unit content vectors
+        self._shift: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+
+    def _fit(self, train: InteractionMatrix) -> None:
+        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="regularise toward")
+        if self.standardize and placed.any():
+            self._shift = vectors[placed].astype(np.float64).mean(axis=0)
+            spread = vectors[placed].astype(np.float64).std(axis=0)
+            self._scale = np.where(spread > 0, spread, 1.0)
+        self._units = standardised_unit(vectors, placed, self._shift, self._scale)
+        x = train.binary()
+        gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
+        gram.diagonal().add_(self.l2)
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram)).numpy()
+        similarity = neighbour_similarity(self._units, self._units, self.neighbours, same=True)
+        pulled = self.l2 * self.content_weight * np.asarray((sp.csr_matrix(precision) @ similarity).todense()) \
+            if self.content_weight > 0 else np.zeros_like(precision)
+        diagonal = np.diag(precision)
+        mu = (1.0 - self.l2 * diagonal + np.diag(pulled)) / diagonal
+        weights = np.eye(len(precision)) - self.l2 * precision + pulled - precision * mu[None, :]
+        np.fill_diagonal(weights, 0.0)
+        self._precision = precision
+        self._weights = torch.from_numpy(weights.astype(np.float32)).to(self.device)
+
+    def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        assert self._weights is not None and self._seen is not None
+        profiles = dense_rows(self._seen, users.cpu().numpy()).to(self.device)
+        return torch.matmul(profiles, self._weights[:, start:stop], out=out)
+
+    def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
+        assert self._precision is not None and self._units is not None and self._seen is not None
+        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
+        units = standardised_unit(vectors, placed, self._shift, self._scale)
+        similarity = neighbour_similarity(self._units, units, self.neighbours, same=False)
+        columns = self.l2 * self.content_weight * np.asarray((sp.csr_matrix(self._precision) @ similarity).todense())
+        weights = torch.from_numpy(columns.astype(np.float32)).to(self.device)
+        penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
+        seen = self._seen
+
+        def score(users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+            profiles = dense_rows(seen, users.cpu().numpy()).to(self.device)
+            scores = torch.matmul(profiles, weights[:, start:stop], out=out)
+            scores += penalty[start:stop]
+            return scores
+
+        return score
+
+    def _state(self) -> dict[str, np.ndarray]:
+        assert self._weights is not None and self._precision is not None and self._units is not None
+        state = {"weights": self._weights.cpu().numpy(), "precision": self._precision, "units": self._units}
+        if self._shift is not None and self._scale is not None:
+            state.update(shift=self._shift, scale=self._scale)
+        return state
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._weights = torch.from_numpy(state["weights"]).to(self.device)
+        self._precision, self._units = state["precision"], state["units"]
+        self._shift, self._scale = state.get("shift"), state.get("scale")
