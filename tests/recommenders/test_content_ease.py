@@ -87,7 +87,7 @@ def test_bad_options_are_named():
         ContentEASE(embeddings=cluster_embeddings(), content_weight=-1.0)
 
 
-def test_saved_model_reloads_and_places_new_items(tmp_path):
+def test_saved_model_reloads(tmp_path):
     train = two_clusters()
     model = TestContentEASE().make(standardize=True).fit(train)
     model.save(tmp_path / "m")
