@@ -80,6 +80,9 @@ def test_a_new_item_is_placed_as_an_unplayed_catalogue_item():
     got = placed_later._new_items(torch.from_numpy(users), 0, 1).numpy()[:, 0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert np.abs(expected).max() > 0  # the content prior does place it
+    stronger = ContentEASE(**options, cold_weight=2.1).fit(without).extended(full.items)
+    np.testing.assert_allclose(stronger._new_items(torch.from_numpy(users), 0, 1).numpy()[:, 0], 3 * expected,
+                               rtol=1e-5, atol=1e-6)  # the new items' column scales with cold_weight (0.7 -> 2.1)
 
 
 def test_bad_options_are_named():

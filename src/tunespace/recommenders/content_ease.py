@@ -9,7 +9,9 @@ S is the cosine similarity of the item embeddings, each column kept to its `neig
     B = I - l2 P + l2 w P S - P diag(mu),   mu_j = (1 - l2 P_jj + l2 w (P S)_jj) / P_jj,
 
 so w = 0 is EASE exactly. An item without plays has a zero column in X'X, so its column of B is l2 w P S[:, j]:
-its content neighbours' similarity, propagated through the same P. New items are scored with that column.
+its content neighbours' similarity, propagated through the same P. New items are scored with that column, with
+their own weight `cold_weight` (default w): warm items want a light pull toward content, an item nobody has played
+has only content, and one w cannot serve both (measured on the medium corpus, see docs/recommenders.md).
 """
 
 from __future__ import annotations
@@ -57,21 +59,24 @@ def neighbour_similarity(rows: np.ndarray, columns: np.ndarray, neighbours: int,
 
 @register("ease-content")
 class ContentEASE(Recommender):
-    """`l2` is EASE's; `content_weight` (w) scales the content prior S; `neighbours` sparsifies S;
-    `standardize` z-scores embedding dimensions over the train catalogue before the cosine."""
+    """`l2` is EASE's; `content_weight` (w) scales the content prior S of the train items, `cold_weight` that of
+    new items; `neighbours` sparsifies S; `standardize` z-scores embedding dimensions over the train catalogue
+    before the cosine. The default w = 0.01 is the medium corpus's validation choice."""
 
     needs_embeddings = True
     cold_items = "its column of B is l2 w P S: the content similarity to train items, propagated through EASE's P"
 
-    def __init__(self, embeddings: ItemEmbeddings | None = None, l2: float = 500.0, content_weight: float = 0.5,
-                 neighbours: int = 50, standardize: bool = False, **options):
-        if l2 <= 0 or content_weight < 0 or neighbours < 1:
-            raise ModelConfigError(f"ease-content: l2 > 0, content_weight >= 0 and neighbours >= 1 are required, got "
-                                   f"l2={l2}, content_weight={content_weight}, neighbours={neighbours}")
+    def __init__(self, embeddings: ItemEmbeddings | None = None, l2: float = 500.0, content_weight: float = 0.01,
+                 neighbours: int = 50, standardize: bool = False, cold_weight: float | None = None, **options):
+        if l2 <= 0 or content_weight < 0 or neighbours < 1 or (cold_weight is not None and cold_weight < 0):
+            raise ModelConfigError(f"ease-content: l2 > 0, content_weight >= 0, cold_weight >= 0 and neighbours >= 1 "
+                                   f"are required, got l2={l2}, content_weight={content_weight}, "
+                                   f"cold_weight={cold_weight}, neighbours={neighbours}")
         super().__init__(l2=l2, content_weight=content_weight, neighbours=int(neighbours),
-                         standardize=bool(standardize), **options)
+                         standardize=bool(standardize), cold_weight=cold_weight, **options)
         self.embeddings = embeddings
         self.l2, self.content_weight = float(l2), float(content_weight)
+        self.cold_weight = self.content_weight if cold_weight is None else float(cold_weight)
         self.neighbours, self.standardize = int(neighbours), bool(standardize)
         self._weights: torch.Tensor | None = None
         self._precision: np.ndarray | None = None  # P, kept to place new items
@@ -110,7 +115,7 @@ class ContentEASE(Recommender):
         vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
         units = standardised_unit(vectors, placed, self._shift, self._scale)
         similarity = neighbour_similarity(self._units, units, self.neighbours, same=False)
-        columns = self.l2 * self.content_weight * np.asarray((sp.csr_matrix(self._precision) @ similarity).todense())
+        columns = self.l2 * self.cold_weight * np.asarray((sp.csr_matrix(self._precision) @ similarity).todense())
         weights = torch.from_numpy(columns.astype(np.float32)).to(self.device)
         penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
         seen = self._seen
