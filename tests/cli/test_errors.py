@@ -57,7 +57,7 @@ def test_report_of_a_missing_folder(tmp_path, capsys):
 
 def test_report_of_an_empty_or_random_folder(tmp_path, capsys):
     assert main(["report", "--eval", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 1
-    assert "no results.csv, semantic.csv or preference.csv" in one_line(capsys)
+    assert "no results.csv, semantic.csv, preference.csv, tagging.csv or search.csv" in one_line(capsys)
     (tmp_path / "semantic.csv").write_text("run\nx\n")
     (tmp_path / "notes.txt").write_text("hello")
     assert main(["report", "--eval", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 1
@@ -69,7 +69,7 @@ def test_report_of_a_half_written_results_folder(tmp_path, capsys):
     (tmp_path / "per_user.parquet").write_bytes(b"")
     assert main(["report", "--eval", str(tmp_path)]) == 1
     said = one_line(capsys)
-    assert "no results.csv, semantic.csv or preference.csv" in said and "`tunespace evaluate --out" in said
+    assert "no results.csv, semantic.csv, preference.csv, tagging.csv or search.csv" in said and "`tunespace evaluate --out" in said
 
 
 # ---------------------------------------------------------------- 3. optional extras
