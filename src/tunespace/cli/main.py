@@ -891,8 +891,8 @@ def report(
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page with a figure of every model's metrics, the tables and the paired tests."""
-    from tunespace.reports.html import evaluation_report, results_report
     from tunespace.reports.clamp import clamp_report
+    from tunespace.reports.html import evaluation_report, results_report
     from tunespace.reports.pairs import study_report
 
     writers = {"htcl": evaluation_report, "results": results_report, "pairs": study_report, "clamp": clamp_report}
@@ -1117,9 +1117,9 @@ __all__ = ["app", "main", "HEADLINE"]
 
 # Commands that live in their own files, registered last (they import this module's console and helpers).
 from tunespace.cli.catalogue import catalogue
+from tunespace.cli.pairs import pretrain_pairs
 from tunespace.cli.search import index_app, search
 from tunespace.cli.serve import serve
-from tunespace.cli.pairs import pretrain_pairs
 
 app.command(name="catalogue")(catalogue)
 app.add_typer(index_app, name="index")
