@@ -92,7 +92,7 @@ def test_embed_without_the_encoders_extra(tmp_path, monkeypatch, capsys):
     def embed_with_transformers(*args, **kwargs):
         import transformers  # noqa: F401
 
-    monkeypatch.setattr(cli, "_embed", embed_with_transformers)
+    monkeypatch.setattr(cli, "run_extraction", embed_with_transformers)
     assert main(["embed", "--backend", "mert", "--data", str(tmp_path), "--out", str(tmp_path / "e")]) == 1
     said = one_line(capsys)
     assert "transformers" in said and 'pip install "tunespace[encoders]"' in said
@@ -135,7 +135,7 @@ def test_ctrl_c_during_embed_exits_130_and_says_how_to_resume(tmp_path, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_embed", interrupted)
+    monkeypatch.setattr(cli, "run_extraction", interrupted)
     assert main(["embed", "--data", str(tmp_path), "--out", str(tmp_path / "e")]) == 130
     said = one_line(capsys)
     assert "interrupted" in said and "rerun the same command to resume" in said and "shards" in said

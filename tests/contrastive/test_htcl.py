@@ -31,7 +31,7 @@ def tiny_bert(tmp_path_factory):
 
 def test_shipped_configs_load_typed():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert names == ["base", "small", "tiny"]
+    assert names == ["base", "pairs", "small", "tiny"]
     for name in names:
         config = load_config(name)
         assert isinstance(config, HTCLConfig) and isinstance(config.audio.stem_kernels, tuple)

@@ -31,7 +31,7 @@ def _overrides(pairs: list[str] | None) -> dict[str, object]:
     return parse_options(pairs or [])
 
 
-def _train(config, data: Path, out: Path, resume: bool, init_from: Path | None, device: str) -> None:
+def train_recorded(config, data: Path, out: Path, resume: bool, init_from: Path | None, device: str) -> None:
     """Train one stage; the main process also writes out/provenance.json (command, commit, machine, load, wall
     time including any feature caching, and the train report)."""
     from tunespace.contrastive.train import init_distributed
@@ -144,7 +144,7 @@ def pretrain(
     overrides = _overrides(set_)
     if steps is not None:
         overrides["train.steps"] = steps
-    _train(load_config(config, overrides), data, out, resume, None, device)
+    train_recorded(load_config(config, overrides), data, out, resume, None, device)
 
 
 @htcl_app.command()
@@ -219,7 +219,7 @@ def finetune(
         raise ConfigError(f"--init {init}: not a stage-1 run folder (config.yaml and last.pt); train one with "
                           f"`tunespace htcl pretrain --out {init}`")
     config = load_config(init / "config.yaml", overrides)
-    _train(config, data, out, resume, init / "last.pt", device)
+    train_recorded(config, data, out, resume, init / "last.pt", device)
 
 
 SELECT_ON = ("validation",)

@@ -552,7 +552,7 @@ def embed(
                               batch_size=batch_size, shard_size=shard_size, device=device,
                               min_seconds=min_seconds, decoder=decoder)
     with needs_extra():  # a backend's optional package (transformers, musicnn...) -> what to install
-        _embed(config, data, out, worker, workers)
+        run_extraction(config, data, out, worker, workers)
 
 
 def _embed_scores(backend: str, data: Path, out: Path, options: dict[str, object]) -> None:
@@ -572,7 +572,7 @@ def _embed_scores(backend: str, data: Path, out: Path, options: dict[str, object
                   f"{out / 'shard-00000.skipped.parquet'})", soft_wrap=True)
 
 
-def _embed(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
+def run_extraction(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
     """Run an extraction with a progress bar in audio minutes per second (a log line every EMBED_LOG_TRACKS tracks
     or EMBED_LOG_SECONDS seconds when stdout is not a terminal), then summarise what was skipped."""
     import contextlib
@@ -774,7 +774,7 @@ def demo(out: Annotated[Path, typer.Option(help="Where to write the corpus and r
     for backend in DEMO_BACKENDS:
         # DATA/emb/<backend>: where `benchmark recsys --backends` and the next commands look for them
         try:
-            _embed(ExtractionConfig(backend), out / "corpus", out / "corpus" / "emb" / backend)
+            run_extraction(ExtractionConfig(backend), out / "corpus", out / "corpus" / "emb" / backend)
         except BackendUnavailableError as error:
             console.print(f"[yellow]skipping {backend}:[/] {error}", soft_wrap=True)
             continue

@@ -48,12 +48,12 @@ def _random_init_run(config, out: Path) -> Path:
 def _extract(run: Path, data: Path, out: Path, device: str):
     """The tower's embedding of every track through `tunespace embed`'s pipeline (progress bar, resumable shards,
     provenance), read back."""
-    from tunespace.cli.main import _embed
+    from tunespace.cli.main import run_extraction
     from tunespace.data.embeddings import ItemEmbeddings
     from tunespace.encoders.extract import ExtractionConfig
 
     options = {"run": str(run.resolve())}  # a study folder whose runs/ links to another's reuses its extractions
-    _embed(ExtractionConfig(backend="htcl", options=options, device=device, batch_size=32), data, out)
+    run_extraction(ExtractionConfig(backend="htcl", options=options, device=device, batch_size=32), data, out)
     return ItemEmbeddings.load(out)
 
 
@@ -86,7 +86,7 @@ def pretrain_pairs(
     paired tests. Rerunning the command resumes where it stopped."""
     import numpy as np
 
-    from tunespace.cli.htcl import _train
+    from tunespace.cli.htcl import train_recorded
     from tunespace.contrastive.htcl import ConfigError
     from tunespace.contrastive.pair_study import (
         BASELINE_SOURCE,
@@ -133,7 +133,7 @@ def pretrain_pairs(
         for name in names:
             run = out / "runs" / name
             if not _finished(run, configs[name].train.steps):
-                _train(configs[name], data, run, True, None, device)
+                train_recorded(configs[name], data, run, True, None, device)
             runs[name] = run
         runs[RANDOM_INIT] = _random_init_run(configs[names[0]], out / "runs" / RANDOM_INIT)
         vectors = {name: aligned_vectors(_extract(run, data, out / "emb" / name, torch_device), study.corpus.tracks,
