@@ -17,7 +17,7 @@ def captured(tmp_path, monkeypatch):
     save_config(load_config("tiny"), init / "config.yaml")
     (init / "last.pt").write_bytes(b"")  # training itself is replaced below: only the folder's shape matters
     seen = {}
-    monkeypatch.setattr(htcl_cli, "_train", lambda config, *args: seen.setdefault("config", config))
+    monkeypatch.setattr(htcl_cli, "train_recorded", lambda config, *args: seen.setdefault("config", config))
     return init, seen
 
 
