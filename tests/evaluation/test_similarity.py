@@ -135,18 +135,12 @@ def test_all_tied_relevant_tracks_come_after_all_tied_non_relevant_ones():
 # ---------------------------------------------------------------- against an independent implementation
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_agrees_with_brute_force_on_random_data(seed):
-    vectors, queries, relevance = random_case(seed, n_tracks=40, n_queries=10, n_directions=12)
-    result = similarity_per_query(vectors, queries, sp.csr_matrix(relevance), ks=(5,))
-    expected = brute_force_metrics(vectors, queries, relevance, k=5)
-    for name, values in expected.items():
-        np.testing.assert_allclose(result[name], values, rtol=0, atol=1e-12, err_msg=name)
-
-
-def test_agrees_with_brute_force_on_a_larger_catalogue():
-    # 1024 tracks: large enough for the block-maximum prefilter of top_k, with many exact ties
-    vectors, queries, relevance = random_case(3, n_tracks=1024, n_queries=20, n_directions=400)
+@pytest.mark.parametrize(("seed", "n_tracks", "n_queries", "n_directions"), [
+    (0, 40, 10, 12), (1, 40, 10, 12), (2, 40, 10, 12),
+    (3, 1024, 20, 400),  # large enough for the block-maximum prefilter of top_k, with many exact ties
+])
+def test_agrees_with_brute_force(seed, n_tracks, n_queries, n_directions):
+    vectors, queries, relevance = random_case(seed, n_tracks=n_tracks, n_queries=n_queries, n_directions=n_directions)
     result = similarity_per_query(vectors, queries, sp.csr_matrix(relevance), ks=(5,))
     expected = brute_force_metrics(vectors, queries, relevance, k=5)
     for name, values in expected.items():
