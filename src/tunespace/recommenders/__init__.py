@@ -7,8 +7,10 @@ from tunespace.recommenders.content_ease import ContentEASE
 from tunespace.recommenders.ease import EASE
 from tunespace.recommenders.itemknn import ItemKNN
 from tunespace.recommenders.knn import ContentKNN
+from tunespace.recommenders.mapped_ease import MappedEASE
 from tunespace.recommenders.popularity import Popularity
 from tunespace.recommenders.shallow import RandomShallowNet, ShallowNet
 
-__all__ = ["RECOMMENDERS", "Recommender", "get_recommender", "register", "Bert4Rec", "ContentEASE", "ContentKNN", "EASE",
-           "ItemKNN", "Popularity", "PopularityBlend", "RandomBert4Rec", "RandomShallowNet", "ShallowNet"]
+__all__ = ["RECOMMENDERS", "Recommender", "get_recommender", "register", "Bert4Rec", "ContentEASE", "ContentKNN",
+           "EASE", "ItemKNN", "MappedEASE", "Popularity", "PopularityBlend", "RandomBert4Rec", "RandomShallowNet",
+           "ShallowNet"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from tunespace.data.interactions import InteractionMatrix
@@ -24,13 +25,7 @@ class EASE(Recommender):
         self._weights: torch.Tensor | None = None
 
     def _fit(self, train: InteractionMatrix) -> None:
-        x = train.binary()
-        gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
-        gram.diagonal().add_(self.l2)
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-        weights = -precision / precision.diagonal()
-        weights.diagonal().zero_()
-        self._weights = weights.to(torch.float32).to(self.device)
+        self._weights = ease_weights(train.binary(), self.l2).to(torch.float32).to(self.device)
 
     def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         assert self._weights is not None and self._seen is not None
@@ -43,3 +38,13 @@ class EASE(Recommender):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self._weights = torch.from_numpy(state["weights"]).to(self.device)
+
+
+def ease_weights(x: sp.spmatrix, l2: float) -> torch.Tensor:
+    """EASE's B (float64, CPU) for a binary user x item matrix: B = I - P / diag(P), P = (X'X + l2 I)^-1."""
+    gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
+    gram.diagonal().add_(l2)
+    precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    weights = -precision / precision.diagonal()
+    weights.diagonal().zero_()
+    return weights
