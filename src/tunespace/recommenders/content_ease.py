@@ -24,8 +24,9 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import Recommender, new_item_vectors, register, train_item_vectors
-from tunespace.recommenders.sparse import dense_rows
+from tunespace.recommenders.base import new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.ease import EASE
+from tunespace.recommenders.sparse import item_column_scorer
 
 
 def standardised_unit(vectors: np.ndarray, placed: np.ndarray, shift: np.ndarray | None,
@@ -58,7 +59,7 @@ def neighbour_similarity(rows: np.ndarray, columns: np.ndarray, neighbours: int,
 
 
 @register("ease-content")
-class ContentEASE(Recommender):
+class ContentEASE(EASE):
     """`l2` is EASE's; `content_weight` (w) scales the content prior S of the train items, `cold_weight` that of
     new items; `neighbours` sparsifies S; `standardize` z-scores embedding dimensions over the train catalogue
     before the cosine. The default w = 0.01 is the medium corpus's validation choice."""
@@ -78,7 +79,6 @@ class ContentEASE(Recommender):
         self.l2, self.content_weight = float(l2), float(content_weight)
         self.cold_weight = self.content_weight if cold_weight is None else float(cold_weight)
         self.neighbours, self.standardize = int(neighbours), bool(standardize)
-        self._weights: torch.Tensor | None = None
         self._precision: np.ndarray | None = None  # P, kept to place new items
         self._units: np.ndarray | None = None  # the train items' unit content vectors
         self._shift: np.ndarray | None = None
@@ -105,28 +105,13 @@ class ContentEASE(Recommender):
         self._precision = precision
         self._weights = torch.from_numpy(weights.astype(np.float32)).to(self.device)
 
-    def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        assert self._weights is not None and self._seen is not None
-        profiles = dense_rows(self._seen, users.cpu().numpy()).to(self.device)
-        return torch.matmul(profiles, self._weights[:, start:stop], out=out)
-
     def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
         assert self._precision is not None and self._units is not None and self._seen is not None
         vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
         units = standardised_unit(vectors, placed, self._shift, self._scale)
         similarity = neighbour_similarity(self._units, units, self.neighbours, same=False)
         columns = self.l2 * self.cold_weight * np.asarray((sp.csr_matrix(self._precision) @ similarity).todense())
-        weights = torch.from_numpy(columns.astype(np.float32)).to(self.device)
-        penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
-        seen = self._seen
-
-        def score(users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-            profiles = dense_rows(seen, users.cpu().numpy()).to(self.device)
-            scores = torch.matmul(profiles, weights[:, start:stop], out=out)
-            scores += penalty[start:stop]
-            return scores
-
-        return score
+        return item_column_scorer(self._seen, columns, placed, self.device)
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self._weights is not None and self._precision is not None and self._units is not None

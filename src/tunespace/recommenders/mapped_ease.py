@@ -18,9 +18,9 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import Recommender, new_item_vectors, register, train_item_vectors
-from tunespace.recommenders.ease import ease_weights
-from tunespace.recommenders.sparse import dense_rows
+from tunespace.recommenders.base import new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.ease import EASE, ease_weights
+from tunespace.recommenders.sparse import item_column_scorer
 
 
 def ridge_map(features: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
@@ -32,7 +32,7 @@ def ridge_map(features: np.ndarray, targets: np.ndarray, ridge: float) -> np.nda
 
 
 @register("ease-mapped")
-class MappedEASE(Recommender):
+class MappedEASE(EASE):
     """`l2` is EASE's; `ridge` regularises the content map; `shrink` is the play count at which an item's own
     column and its predicted one weigh the same."""
 
@@ -47,7 +47,6 @@ class MappedEASE(Recommender):
         super().__init__(l2=l2, ridge=ridge, shrink=shrink, **options)
         self.embeddings = embeddings
         self.l2, self.ridge, self.shrink = float(l2), float(ridge), float(shrink)
-        self._weights: torch.Tensor | None = None
         self._map: np.ndarray | None = None
 
     def _fit(self, train: InteractionMatrix) -> None:
@@ -65,25 +64,10 @@ class MappedEASE(Recommender):
             np.fill_diagonal(weights, 0.0)
         self._weights = torch.from_numpy(weights.astype(np.float32)).to(self.device)
 
-    def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        assert self._weights is not None and self._seen is not None
-        profiles = dense_rows(self._seen, users.cpu().numpy()).to(self.device)
-        return torch.matmul(profiles, self._weights[:, start:stop], out=out)
-
     def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
         assert self._map is not None and self._seen is not None
         vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
-        columns = torch.from_numpy((_with_bias(vectors) @ self._map).T.astype(np.float32)).to(self.device)
-        penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
-        seen = self._seen
-
-        def score(users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-            profiles = dense_rows(seen, users.cpu().numpy()).to(self.device)
-            scores = torch.matmul(profiles, columns[:, start:stop], out=out)
-            scores += penalty[start:stop]
-            return scores
-
-        return score
+        return item_column_scorer(self._seen, (_with_bias(vectors) @ self._map).T, placed, self.device)
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self._weights is not None and self._map is not None
