@@ -100,6 +100,7 @@ def pretrain_pairs(
         tagging_table,
     )
     from tunespace.data.embeddings import ItemEmbeddings
+    from tunespace.devices import resolve_device
     from tunespace.io import atomic_path
     from tunespace.provenance import recorded_run
     from tunespace.reports.pairs import study_plot, write_study_tables
@@ -118,7 +119,7 @@ def pretrain_pairs(
     clash = set(references) & (set(names) | {RANDOM_INIT})
     if clash:
         raise ConfigError(f"--reference names {sorted(clash)} clash with the study's own rows; rename them")
-    torch_device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
+    torch_device = str(resolve_device(device))
     out.mkdir(parents=True, exist_ok=True)
     with recorded_run(out / "provenance.json") as record:
         record["settings"] = {"data": str(data), "sources": names, "config": config, "overrides": overrides,
@@ -198,12 +199,6 @@ def _same_finetune(folder: Path, wanted: dict[str, float]) -> None:
         raise ConfigError(f"{folder} holds a fine-tuning without its settings.json; remove the folder to redo it")
     folder.mkdir(parents=True, exist_ok=True)
     write_text(json.dumps(wanted), record)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _show_study(tables: dict[str, pd.DataFrame]) -> None:

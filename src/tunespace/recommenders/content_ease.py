@@ -25,7 +25,8 @@ from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
 from tunespace.recommenders.base import new_item_vectors, register, train_item_vectors
-from tunespace.recommenders.ease import EASE
+from tunespace.recommenders.ease import EASE, ease_precision
+from tunespace.recommenders.knn import embedding_standardisation
 from tunespace.recommenders.sparse import item_column_scorer
 
 
@@ -58,6 +59,12 @@ def neighbour_similarity(rows: np.ndarray, columns: np.ndarray, neighbours: int,
     return sp.csc_matrix((values[positive], (top[positive], cols[positive])), shape=similarity.shape)
 
 
+def propagated(precision: np.ndarray, similarity: sp.spmatrix) -> np.ndarray:
+    """P S as a dense array, computed as (S' P)' because P is symmetric: sparse times dense, without a sparse copy
+    of the dense P."""
+    return np.asarray(sp.csr_matrix(similarity.T) @ precision).T
+
+
 @register("ease-content")
 class ContentEASE(EASE):
     """`l2` is EASE's; `content_weight` (w) scales the content prior S of the train items, `cold_weight` that of
@@ -87,17 +94,12 @@ class ContentEASE(EASE):
     def _fit(self, train: InteractionMatrix) -> None:
         vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="regularise toward")
         if self.standardize and placed.any():
-            self._shift = vectors[placed].astype(np.float64).mean(axis=0)
-            spread = vectors[placed].astype(np.float64).std(axis=0)
-            self._scale = np.where(spread > 0, spread, 1.0)
+            self._shift, self._scale = embedding_standardisation(vectors[placed])
         self._units = standardised_unit(vectors, placed, self._shift, self._scale)
-        x = train.binary()
-        gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
-        gram.diagonal().add_(self.l2)
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram)).numpy()
+        precision = ease_precision(train.binary(), self.l2).numpy()
         similarity = neighbour_similarity(self._units, self._units, self.neighbours, same=True)
-        pulled = self.l2 * self.content_weight * np.asarray((sp.csr_matrix(precision) @ similarity).todense()) \
-            if self.content_weight > 0 else np.zeros_like(precision)
+        pulled = self.l2 * self.content_weight * propagated(precision, similarity) if self.content_weight > 0 \
+            else np.zeros_like(precision)
         diagonal = np.diag(precision)
         mu = (1.0 - self.l2 * diagonal + np.diag(pulled)) / diagonal
         weights = np.eye(len(precision)) - self.l2 * precision + pulled - precision * mu[None, :]
@@ -110,7 +112,7 @@ class ContentEASE(EASE):
         vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
         units = standardised_unit(vectors, placed, self._shift, self._scale)
         similarity = neighbour_similarity(self._units, units, self.neighbours, same=False)
-        columns = self.l2 * self.cold_weight * np.asarray((sp.csr_matrix(self._precision) @ similarity).todense())
+        columns = self.l2 * self.cold_weight * propagated(self._precision, similarity)
         return item_column_scorer(self._seen, columns, placed, self.device)
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -40,11 +40,16 @@ class EASE(Recommender):
         self._weights = torch.from_numpy(state["weights"]).to(self.device)
 
 
-def ease_weights(x: sp.spmatrix, l2: float) -> torch.Tensor:
-    """EASE's B (float64, CPU) for a binary user x item matrix: B = I - P / diag(P), P = (X'X + l2 I)^-1."""
+def ease_precision(x: sp.spmatrix, l2: float) -> torch.Tensor:
+    """P = (X'X + l2 I)^-1 (float64, CPU) for a binary user x item matrix X."""
     gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
     gram.diagonal().add_(l2)
-    precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    return torch.cholesky_inverse(torch.linalg.cholesky(gram))
+
+
+def ease_weights(x: sp.spmatrix, l2: float) -> torch.Tensor:
+    """EASE's B (float64, CPU) for a binary user x item matrix: B = I - P / diag(P)."""
+    precision = ease_precision(x, l2)
     weights = -precision / precision.diagonal()
     weights.diagonal().zero_()
     return weights

@@ -46,7 +46,7 @@ class ContentKNN(Recommender):
     def _fit(self, train: InteractionMatrix) -> None:
         vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="rank by")
         if self.standardize:
-            self._shift, self._scale = _standardisation(vectors[placed])
+            self._shift, self._scale = embedding_standardisation(vectors[placed])
             vectors = self._standardised(vectors, placed)
         profiles = train.binary() @ sp.diags(placed.astype(np.float64))
         sizes = np.asarray(profiles.sum(axis=1)).ravel()
@@ -94,7 +94,7 @@ class ContentKNN(Recommender):
         self._set(state["items"], state["users"], state.get("placed", np.ones(len(state["items"]), bool)))
 
 
-def _standardisation(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def embedding_standardisation(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and standard deviation (float64); a constant dimension keeps scale 1."""
     vectors = np.asarray(vectors, dtype=np.float64)
     if len(vectors) == 0:
