@@ -251,15 +251,18 @@ class AudioBank:
 
 @torch.no_grad()
 def mean_window_embeddings(encoder: AudioEncoder, windows: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                           count: int) -> np.ndarray:
-    """(count, embed_dim) L2-normalised: for each owner, the mean of its windows' unit embeddings through the
-    encoder's head; `windows` yields (owners, pooled trunk features) batches."""
+                           count: int, unit: bool = True) -> np.ndarray:
+    """(count, embed_dim): for each owner, the mean of its windows' embeddings through the encoder's head;
+    `windows` yields (owners, pooled trunk features) batches. With `unit` (for retrieval) each window's embedding
+    and the mean are L2-normalised; without it the raw mean is returned (what a linear head on top reads)."""
     sums = torch.zeros(count, encoder.config.embed_dim)
     counts = torch.zeros(count)
     for owners, pooled in windows:
-        sums.index_add_(0, owners, F.normalize(encoder.head(pooled), dim=-1).cpu())
+        embedded = encoder.head(pooled)
+        sums.index_add_(0, owners, (F.normalize(embedded, dim=-1) if unit else embedded).cpu())
         counts.index_add_(0, owners, torch.ones(len(owners)))
-    return F.normalize(sums / counts.clamp_min(1)[:, None], dim=-1).numpy()
+    means = sums / counts.clamp_min(1)[:, None]
+    return (F.normalize(means, dim=-1) if unit else means).numpy()
 
 
 @torch.no_grad()

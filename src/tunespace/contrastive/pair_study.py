@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunespace.contrastive.htcl import AudioBank, ConfigError, Corpus, HTCLConfig, load_config, pooled_windows
+from tunespace.contrastive.htcl import (
+    AudioBank,
+    ConfigError,
+    Corpus,
+    HTCLConfig,
+    load_config,
+    mean_window_embeddings,
+    pooled_windows,
+)
 from tunespace.contrastive.pairs import PAIR_SOURCE_DEFAULTS
 from tunespace.evaluation.similarity import shared_group_relevance
 
@@ -140,12 +148,9 @@ class Tagger(nn.Module):
         """(len(rows), n_tags) logits of each track: the head on the mean of its windows' embeddings."""
         was_training = self.training
         self.eval()
-        sums = torch.zeros(len(rows), self.tags.in_features)
-        counts = torch.zeros(len(rows))
-        for owners, pooled in pooled_windows(self.audio, bank, seconds, batch_size, rows):
-            sums.index_add_(0, owners, self.audio.head(pooled).cpu())
-            counts.index_add_(0, owners, torch.ones(len(owners)))
-        scores = self.tags(sums / counts.clamp_min(1)[:, None]).numpy()
+        means = mean_window_embeddings(self.audio, pooled_windows(self.audio, bank, seconds, batch_size, rows),
+                                       len(rows), unit=False)
+        scores = self.tags(torch.from_numpy(means).to(self.tags.weight.device)).cpu().numpy()
         self.train(was_training)
         return scores
 
@@ -173,13 +178,12 @@ def write_json(path: Path, values: Any) -> None:
 def aligned_vectors(embeddings: Any, tracks: pd.DataFrame, name: str) -> np.ndarray:
     """(n_tracks, dim) vectors in track order from an `ItemEmbeddings`; a track without one is an error."""
     from tunespace.data.catalog import IdMap
+    from tunespace.errors import UnknownIdError
 
-    ids = tracks["track_id"].astype(str).to_numpy()
-    missing = np.setdiff1d(ids, embeddings.ids.astype(str))
-    if len(missing):
-        raise ConfigError(f"{name}: {len(missing)} tracks have no embedding (first: {missing[0]}); the study compares "
-                          "representations on the same tracks")
-    return embeddings.aligned(IdMap(ids, name="track_id"))
+    try:
+        return embeddings.aligned(IdMap(tracks["track_id"].astype(str).to_numpy(), name="track_id"))
+    except UnknownIdError as error:
+        raise ConfigError(f"{name}: {error}; the study compares representations on the same tracks") from error
 
 
 def similarity_figures(name: str, vectors: np.ndarray, data: StudyData, part: str,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -85,17 +87,19 @@ def _standardised(features: np.ndarray, train: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor,
-                                                                                                    torch.Tensor]:
-    weights = torch.zeros(x.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+def _fit_probe(x: torch.Tensor, y: torch.Tensor, n_outputs: int, l2: float, max_iter: int,
+               loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear model `x @ weights + bias` minimising `loss(logits, y) + l2 ||weights||^2` with LBFGS."""
+    weights = torch.zeros(x.shape[1], n_outputs, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(n_outputs, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weights + bias, y) + l2 * weights.pow(2).sum()
-        loss.backward()
-        return loss
+        value = loss(x @ weights + bias, y) + l2 * weights.pow(2).sum()
+        value.backward()
+        return value
 
     optimizer.step(closure)
     return weights.detach(), bias.detach()
@@ -135,21 +139,9 @@ def probe_on_split(features: np.ndarray, labels: np.ndarray, train: np.ndarray, 
         n_test=len(test))
 
 
-def _fit_multilabel(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One logistic regression per label (a sigmoid per column), fitted together: the losses are independent."""
-    weights = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(y.shape[1], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ weights + bias, y, reduction="sum") / len(x)
-        loss = loss + l2 * weights.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weights.detach(), bias.detach()
+def _independent_logistic(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """One logistic loss per label, summed over labels and averaged over rows: the labels' fits are independent."""
+    return F.binary_cross_entropy_with_logits(logits, truth, reduction="sum") / len(logits)
 
 
 @dataclass(frozen=True)
@@ -169,7 +161,7 @@ def multilabel_probe_on_split(features: np.ndarray, truth: np.ndarray, train: np
     truth = np.asarray(truth, dtype=bool)
     x = _standardised(features, train)
     y = torch.as_tensor(truth[train], dtype=torch.float64)
-    fits = {l2: _fit_multilabel(x[train], y, l2, max_iter) for l2 in l2_grid}
+    fits = {l2: _fit_probe(x[train], y, y.shape[1], l2, max_iter, _independent_logistic) for l2 in l2_grid}
 
     def scores(l2: float, rows: np.ndarray) -> np.ndarray:
         weights, bias = fits[l2]

@@ -173,8 +173,8 @@ def bootstrap_tagging(scores: np.ndarray, truth: np.ndarray, resamples: int = 10
         other = _scores(other, "other")
         if other.shape != full_shape:
             raise TaggingError(f"other has shape {other.shape}, expected {full_shape} (the same tracks and tags)")
-        other_auc, other_ap = _macro_over_draws(other[:, both], truth, draws)
         other = other[:, both]
+        other_auc, other_ap = _macro_over_draws(other, truth, draws)
         for name, mine, theirs, per_tag in (("macro_roc_auc", auc, other_auc, _roc_auc_columns),
                                             ("macro_pr_auc", ap, other_ap, _average_precision_columns)):
             difference = mine - theirs
