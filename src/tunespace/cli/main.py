@@ -901,13 +901,15 @@ def report(
 
 
 HTCL_REPORT_INPUTS = ("semantic.csv", "preference.csv")  # what `htcl evaluate --out FOLDER` writes
-RESULTS_REPORT_INPUTS = ("results.csv",)  # what `evaluate`, `benchmark recsys` and the demo write
-PAIRS_REPORT_INPUTS = ("tagging.csv", "similarity.csv")  # what `pretrain-pairs` writes
-CLAMP_REPORT_INPUTS = ("search.csv", "cross_modal.csv")  # what `clamp evaluate` writes
+# the other kinds, each recognised by files its command always writes
+REPORT_INPUTS = {"results": ("results.csv",),  # `evaluate`, `benchmark recsys` and the demo
+                 "pairs": ("tagging.csv", "similarity.csv"),  # `pretrain-pairs`
+                 "clamp": ("search.csv", "cross_modal.csv")}  # `clamp evaluate`
 
 
 def _report_kind(folder: Path) -> str:
-    """"htcl" or "results" by the files in the folder; a folder of neither kind names the commands that write one."""
+    """"htcl", "results", "pairs" or "clamp" by the files in the folder; a folder of no kind names the commands
+    that write one."""
     expected = ("expected a folder written by `tunespace htcl evaluate --out FOLDER`, `tunespace evaluate --out "
                 "FOLDER`, `tunespace benchmark recsys --out FOLDER`, `tunespace demo --out FOLDER`, `tunespace "
                 "pretrain-pairs --out FOLDER` or `tunespace clamp evaluate --out FOLDER`")
@@ -919,12 +921,9 @@ def _report_kind(folder: Path) -> str:
     if htcl:
         missing = [name for name in HTCL_REPORT_INPUTS if name not in htcl]
         raise EvaluationFolderError(f"{folder}: no {' or '.join(missing)}; {expected}")
-    if all((folder / name).is_file() for name in RESULTS_REPORT_INPUTS):
-        return "results"
-    if all((folder / name).is_file() for name in PAIRS_REPORT_INPUTS):
-        return "pairs"
-    if all((folder / name).is_file() for name in CLAMP_REPORT_INPUTS):
-        return "clamp"
+    for kind, inputs in REPORT_INPUTS.items():
+        if all((folder / name).is_file() for name in inputs):
+            return kind
     raise EvaluationFolderError(f"{folder}: no results.csv, semantic.csv, preference.csv, tagging.csv or search.csv; "
                                 f"{expected}")
 
