@@ -18,7 +18,7 @@ $(BIN)/python:
 # musicnn 0.1.0, whose TF1 checkpoints only the parity tests of the packaged musicnn weights read (no TensorFlow).
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -c $(LOCK) -e ".[test,corpus,decode,encoders,index,pairs,serve]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[test,corpus,decode,encoders,index,pairs,serve,distributed]"
 	$(BIN)/pip install --quiet -c $(LOCK) --no-deps tinysoundfont
 	$(BIN)/pip install --quiet --no-deps "musicnn==0.1.0"
 	touch $@
