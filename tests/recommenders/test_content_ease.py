@@ -12,7 +12,7 @@ from tests.recommenders.contract import RecommenderContract, cluster_embeddings,
 from tunespace.data.catalog import IdMap
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
-from tunespace.recommenders.content_ease import ContentEASE, neighbour_similarity, standardised_unit
+from tunespace.recommenders.content_ease import ContentEASE, neighbour_similarity, unit_rows
 from tunespace.recommenders.ease import EASE
 
 
@@ -24,7 +24,7 @@ class TestContentEASE(RecommenderContract):
 
 def content_prior(neighbours: int) -> np.ndarray:
     embeddings = cluster_embeddings()
-    units = standardised_unit(embeddings.vectors, np.ones(len(embeddings.ids), bool), None, None)
+    units = unit_rows(embeddings.vectors, np.ones(len(embeddings.ids), bool))
     return neighbour_similarity(units, units, neighbours, same=True).toarray()
 
 

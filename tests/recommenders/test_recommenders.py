@@ -166,7 +166,7 @@ class TestRandomBert4Rec(RecommenderContract):
 def test_every_registered_recommender_passes_the_contract():
     import importlib
 
-    for module in ("test_content_ease", "test_mapped_ease"):  # their contract classes live beside their own tests
+    for module in ("test_content_ease", "test_mapped_ease", "test_hybrid_neural"):  # their contract classes live beside their own tests
         importlib.import_module(f"tests.recommenders.{module}")
     tested = {cls.make(cls()).__class__ for cls in RecommenderContract.__subclasses__()}
     assert set(RECOMMENDERS.values()) <= tested

@@ -205,25 +205,67 @@ class Recommender(ABC):
         return model
 
 
-def train_item_vectors(model: str, items: IdMap, embeddings: ItemEmbeddings | None,
-                       purpose: str = "start from") -> tuple[np.ndarray, np.ndarray]:
+class Standardiser:
+    """Per-dimension z-scoring of content embeddings, fitted on the train catalogue's embedded items and applied
+    unchanged to items added later. Backends whose dimensions differ in scale by orders of magnitude (MFCC
+    statistics) otherwise let a few dimensions decide every cosine, or every input of a learned projection. Every
+    content model takes it as its `standardize` option; rows without an embedding stay zero."""
+
+    def __init__(self, shift: np.ndarray | None = None, scale: np.ndarray | None = None):
+        self.shift, self.scale = shift, scale
+
+    def fit(self, vectors: np.ndarray) -> Standardiser:
+        """Mean and standard deviation (float64) of `vectors`; a constant dimension keeps scale 1."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if len(vectors) == 0:
+            raise ModelConfigError("standardize needs at least one item with an embedding")
+        self.shift, std = vectors.mean(axis=0), vectors.std(axis=0)
+        self.scale = np.where(std > 0, std, 1.0)
+        return self
+
+    def __call__(self, vectors: np.ndarray, placed: np.ndarray) -> np.ndarray:
+        if self.shift is None or self.scale is None:
+            return vectors
+        out = ((vectors - self.shift) / self.scale).astype(np.float32)
+        out[~placed] = 0.0
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays for a model's saved state (none when not fitted)."""
+        return {} if self.shift is None or self.scale is None else {"shift": self.shift, "scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> Standardiser:
+        return cls(state.get("shift"), state.get("scale"))
+
+
+def train_item_vectors(model: str, items: IdMap, embeddings: ItemEmbeddings | None, purpose: str = "start from",
+                       standardiser: Standardiser | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of the train catalogue in its order (zeros where missing) and which items have one; a content
-    model cannot place an item without one, so it is logged and never recommended."""
+    model cannot place an item without one, so it is logged and never recommended. A `standardiser` is fitted on
+    the embedded items and applied."""
     if embeddings is None:
         raise ModelConfigError(f"{model}: give the item embeddings to {purpose} (embeddings=ItemEmbeddings)")
     placed = np.isin(items.ids, embeddings.ids)
     if not placed.all():
         logger.warning("%s: %d of %d items have no embedding; they are never recommended", model, (~placed).sum(),
                        len(placed))
-    return embeddings.aligned(items, missing="zero"), placed
+    vectors = embeddings.aligned(items, missing="zero")
+    if standardiser is not None:
+        if not placed.any():
+            raise ModelConfigError(f"{model}: standardize needs at least one train item with an embedding")
+        vectors = standardiser.fit(vectors[placed])(vectors, placed)
+    return vectors, placed
 
 
-def new_item_vectors(model: str, ids: np.ndarray,
-                     embeddings: ItemEmbeddings | None) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of items unseen in training, in the order of `ids` (zeros where missing), and which have one."""
+def new_item_vectors(model: str, ids: np.ndarray, embeddings: ItemEmbeddings | None,
+                     standardiser: Standardiser | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of items unseen in training, in the order of `ids` (zeros where missing), and which have one,
+    through the train catalogue's `standardiser` when the model has one."""
     if embeddings is None:
         raise ModelConfigError(f"{model}: give the embeddings of the new items to place them by content")
-    return embeddings.aligned(IdMap(ids, name="track_id"), missing="zero"), np.isin(ids, embeddings.ids)
+    vectors, placed = embeddings.aligned(IdMap(ids, name="track_id"), missing="zero"), np.isin(ids, embeddings.ids)
+    return (vectors if standardiser is None else standardiser(vectors, placed)), placed
 
 
 def dot_scorer(users: torch.Tensor, items: torch.Tensor, offset: torch.Tensor | None = None) -> Scorer:

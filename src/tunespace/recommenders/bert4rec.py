@@ -7,7 +7,10 @@ the catalogue (or over the target plus sampled items, for catalogues too large f
 
 Item vectors, at the input and the output alike, are the frozen backend embeddings through a learned projection to
 the hidden size, so a 4800-d backend does not force a 4800-d transformer. `bert4rec-random` learns an item table
-of the hidden size instead: the paper's reference row.
+of the hidden size instead: the paper's reference row. Two hybrids sit between them: `bert4rec-hybrid` adds a free
+learned residual to each item's projected content (dropped per item during training, so the projection alone must
+still place an item, as it must for a new one) and `bert4rec-finetune` trains the content vectors themselves from
+their pretrained values.
 
 Windows hold at most `max_len` (300) tokens in training and at inference, right-aligned so that the position of a
 token counts back from the end of the sequence: training sees a user's latest 300 items, inference the latest 299
@@ -27,7 +30,7 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import dot_scorer, new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.base import Standardiser, dot_scorer, new_item_vectors, register, train_item_vectors
 from tunespace.recommenders.neural import NeuralRecommender
 
 PAD, MASK, SPECIAL = 0, 1, 2  # token ids; item i is token i + SPECIAL
@@ -61,15 +64,22 @@ class Bert4RecNetwork(nn.Module):
     scored against the item vectors plus a per-item bias, as in Sun et al."""
 
     def __init__(self, n_items: int, hidden: int, layers: int, heads: int, ff_dim: int, dropout: float,
-                 max_len: int, content: torch.Tensor | None):
+                 max_len: int, content: torch.Tensor | None, residual: bool = False, finetune: bool = False):
         super().__init__()
         self.max_len = max_len
+        self.residual: nn.Parameter | None = None
+        self.residual_keep: torch.Tensor | None = None  # per-item residual mask of the current training batch
         if content is None:
             self.item_table = nn.Parameter(torch.randn(n_items, hidden) * 0.02)
             self.projection = None
         else:
-            self.register_buffer("content", content)  # a buffer has no gradient and is in no optimiser
+            if finetune:
+                self.content = nn.Parameter(content.clone())
+            else:
+                self.register_buffer("content", content)  # a buffer has no gradient and is in no optimiser
             self.projection = nn.Linear(content.shape[1], hidden)
+            if residual:  # starts at zero: training begins from the content model
+                self.residual = nn.Parameter(torch.zeros(n_items, hidden))
         self.mask_vector = nn.Parameter(torch.randn(hidden) * 0.02)
         self.positions = nn.Embedding(max_len, hidden)
         nn.init.normal_(self.positions.weight, std=0.02)  # BERT's scale: N(0, 1) would drown the item vectors
@@ -81,10 +91,18 @@ class Bert4RecNetwork(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(n_items))
 
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden-size vectors of `items` (all when None): projected content, or the learned table."""
+        """Hidden-size vectors of `items` (all when None): projected content (plus the residual, masked by
+        `residual_keep` in training), or the learned table."""
         if self.projection is None:
             return self.item_table if items is None else self.item_table[items]
-        return self.projection(self.content if items is None else self.content[items])
+        vectors = self.projection(self.content if items is None else self.content[items])
+        if self.residual is not None:
+            residual = self.residual if items is None else self.residual[items]
+            if self.training and self.residual_keep is not None:
+                keep = self.residual_keep if items is None else self.residual_keep[items]
+                residual = residual * keep[..., None]
+            vectors = vectors + residual
+        return vectors
 
     def forward(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Output states (B, T, hidden) of right-aligned token windows (B, T); `table`, when given, holds every
@@ -139,11 +157,12 @@ class Bert4Rec(NeuralRecommender):
                  ff_dim: int = 256, dropout: float = 0.1, max_len: int = 300, mask_prob: float = 0.2,
                  sampled_negatives: int = 0, batch_size: int = 128, epochs: int = 200, patience: int = 16,
                  lr: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.1, validation_k: int = 50,
-                 seed: int = 0, **options):
+                 seed: int = 0, standardize: bool = False, **options):
         super().__init__(hidden=hidden, layers=layers, heads=heads, ff_dim=ff_dim, dropout=dropout, max_len=max_len,
                          mask_prob=mask_prob, sampled_negatives=sampled_negatives, batch_size=batch_size,
                          epochs=epochs, patience=patience, lr=lr, plateau_patience=plateau_patience,
-                         plateau_factor=plateau_factor, validation_k=validation_k, seed=seed, **options)
+                         plateau_factor=plateau_factor, validation_k=validation_k, seed=seed,
+                         standardize=bool(standardize), **options)
         if max_len < 2:
             raise ModelConfigError(f"{self.name}: max_len must be at least 2 (an item and the [MASK]), got {max_len}")
         if hidden % heads:
@@ -154,6 +173,7 @@ class Bert4Rec(NeuralRecommender):
             raise ModelConfigError(f"{self.name}: sampled_negatives must be 0 (full softmax) or more, got "
                                    f"{sampled_negatives}")
         self.embeddings = embeddings
+        self._standardiser = Standardiser() if standardize else None
         self.loss = ClozeLoss(sampled_negatives)
         self._placed: torch.Tensor | None = None
         self._indptr: torch.Tensor | None = None
@@ -161,13 +181,15 @@ class Bert4Rec(NeuralRecommender):
 
     def _content(self, train: InteractionMatrix) -> tuple[torch.Tensor | None, np.ndarray]:
         """Frozen content vectors (None for a learned table) and which items have one."""
-        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings)
+        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings,
+                                             standardiser=self._standardiser)
         return torch.from_numpy(vectors), placed
 
     def _network(self, n_items: int, content: torch.Tensor | None) -> Bert4RecNetwork:
         p = self.params
         return Bert4RecNetwork(n_items, p["hidden"], p["layers"], p["heads"], p["ff_dim"], p["dropout"],
-                               p["max_len"], content)
+                               p["max_len"], content, residual=bool(p.get("residual", False)),
+                               finetune=bool(p.get("finetune", False)))
 
     def _set_sequences(self, indptr: np.ndarray, items: np.ndarray, placed: np.ndarray) -> None:
         self._indptr = torch.from_numpy(indptr).to(self.device)
@@ -213,9 +235,20 @@ class Bert4Rec(NeuralRecommender):
             inputs, masked = cloze_mask(tokens, float(self.params["mask_prob"]), generator, maskable)
             if not masked.any():
                 continue
+            self._resample_residual(generator)
             table = self.net.item_vectors() if full else None
             states = self.net(inputs, table)[masked]
             yield self.loss(states, tokens[masked] - SPECIAL, self.net, generator, table)
+
+    def _resample_residual(self, generator: torch.Generator) -> None:
+        """Draw which items keep their residual in this batch (inverted dropout, per item, not per entry: a dropped
+        item is scored from its content alone, as a new item is)."""
+        assert isinstance(self.net, Bert4RecNetwork)
+        drop = float(self.params.get("residual_dropout", 0.0))
+        if self.net.residual is None or drop == 0.0:
+            return
+        keep = torch.rand(len(self.net.residual), generator=generator, device=self.device) >= drop
+        self.net.residual_keep = keep.float() / (1.0 - drop)
 
     @torch.no_grad()
     def _refresh(self, users: np.ndarray | None = None) -> None:
@@ -239,7 +272,7 @@ class Bert4Rec(NeuralRecommender):
         assert isinstance(self.net, Bert4RecNetwork) and self._placed is not None
         if self.net.projection is None or self._user_vectors is None:
             return None
-        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
+        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings, self._standardiser)
         self.net.eval()
         items = self.net.projection(torch.from_numpy(vectors).to(self.device))
         bias = self.net.item_bias[self._placed].mean() if self._placed.any() else torch.zeros((), device=self.device)
@@ -248,11 +281,14 @@ class Bert4Rec(NeuralRecommender):
 
     def _extra_state(self) -> dict[str, np.ndarray]:
         assert self._indptr is not None and self._items is not None and self._placed is not None
-        return {"sequences.indptr": self._indptr.cpu().numpy(), "sequences.items": self._items.cpu().numpy(),
-                "placed": self._placed.cpu().numpy()}
+        state = {"sequences.indptr": self._indptr.cpu().numpy(), "sequences.items": self._items.cpu().numpy(),
+                 "placed": self._placed.cpu().numpy()}
+        return state | (self._standardiser.state() if self._standardiser is not None else {})
 
     def _rebuild(self, state: dict[str, np.ndarray]) -> nn.Module:
         self._set_sequences(state["sequences.indptr"], state["sequences.items"], state["placed"])
+        if self._standardiser is not None:
+            self._standardiser = Standardiser.from_state(state)
         content = torch.from_numpy(state["net.content"]) if "net.content" in state else None
         return self._network(len(state["placed"]), content)
 
@@ -268,3 +304,28 @@ class RandomBert4Rec(Bert4Rec):
         if self.embeddings is not None:
             raise ModelConfigError(f"{self.name} learns its item table from scratch; use `bert4rec` for embeddings")
         return None, np.ones(train.n_items, dtype=bool)
+
+
+@register("bert4rec-hybrid")
+class HybridBert4Rec(Bert4Rec):
+    """Projected content plus a free item residual (zero at the start). Each training batch drops an item's
+    residual with probability `residual_dropout` (0.5), so the projection keeps carrying the item on its own: a new
+    item, which has no residual, is scored from that projection as in `bert4rec`."""
+
+    cold_items = "its embedding through the trained projection (no residual), with the mean learned bias"
+
+    def __init__(self, residual_dropout: float = 0.5, **options):
+        if not 0.0 <= residual_dropout < 1.0:
+            raise ModelConfigError(f"bert4rec-hybrid: residual_dropout must lie in [0, 1), got {residual_dropout}")
+        options.pop("residual", None)  # a saved model's params name it
+        super().__init__(residual=True, residual_dropout=float(residual_dropout), **options)
+
+
+@register("bert4rec-finetune")
+class FinetunedBert4Rec(Bert4Rec):
+    """The pretrained-unfrozen variant: the content vectors start at the backend's embeddings and are trained with
+    the network. A new item enters with its untrained embedding through the trained projection."""
+
+    def __init__(self, **options):
+        options.pop("finetune", None)  # a saved model's params name it
+        super().__init__(finetune=True, **options)

@@ -24,18 +24,14 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.base import Standardiser, new_item_vectors, register, train_item_vectors
 from tunespace.recommenders.ease import EASE, ease_precision
-from tunespace.recommenders.knn import embedding_standardisation
 from tunespace.recommenders.sparse import item_column_scorer
 
 
-def standardised_unit(vectors: np.ndarray, placed: np.ndarray, shift: np.ndarray | None,
-                      scale: np.ndarray | None) -> np.ndarray:
-    """Rows z-scored with (shift, scale) when given, then L2-normalised; rows without an embedding stay zero."""
+def unit_rows(vectors: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised (float64); rows without an embedding stay zero."""
     out = np.asarray(vectors, dtype=np.float64)
-    if shift is not None and scale is not None:
-        out = (out - shift) / scale
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     out = np.where(norms > 0, out / np.maximum(norms, 1e-300), 0.0)
     out[~placed] = 0.0
@@ -85,17 +81,15 @@ class ContentEASE(EASE):
         self.embeddings = embeddings
         self.l2, self.content_weight = float(l2), float(content_weight)
         self.cold_weight = self.content_weight if cold_weight is None else float(cold_weight)
-        self.neighbours, self.standardize = int(neighbours), bool(standardize)
+        self.neighbours = int(neighbours)
+        self._standardiser = Standardiser() if standardize else None
         self._precision: np.ndarray | None = None  # P, kept to place new items
         self._units: np.ndarray | None = None  # the train items' unit content vectors
-        self._shift: np.ndarray | None = None
-        self._scale: np.ndarray | None = None
 
     def _fit(self, train: InteractionMatrix) -> None:
-        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="regularise toward")
-        if self.standardize and placed.any():
-            self._shift, self._scale = embedding_standardisation(vectors[placed])
-        self._units = standardised_unit(vectors, placed, self._shift, self._scale)
+        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="regularise toward",
+                                             standardiser=self._standardiser)
+        self._units = unit_rows(vectors, placed)
         precision = ease_precision(train.binary(), self.l2).numpy()
         similarity = neighbour_similarity(self._units, self._units, self.neighbours, same=True)
         pulled = self.l2 * self.content_weight * propagated(precision, similarity) if self.content_weight > 0 \
@@ -109,8 +103,8 @@ class ContentEASE(EASE):
 
     def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
         assert self._precision is not None and self._units is not None and self._seen is not None
-        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
-        units = standardised_unit(vectors, placed, self._shift, self._scale)
+        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings, self._standardiser)
+        units = unit_rows(vectors, placed)
         similarity = neighbour_similarity(self._units, units, self.neighbours, same=False)
         columns = self.l2 * self.cold_weight * propagated(self._precision, similarity)
         return item_column_scorer(self._seen, columns, placed, self.device)
@@ -118,11 +112,11 @@ class ContentEASE(EASE):
     def _state(self) -> dict[str, np.ndarray]:
         assert self._weights is not None and self._precision is not None and self._units is not None
         state = {"weights": self._weights.cpu().numpy(), "precision": self._precision, "units": self._units}
-        if self._shift is not None and self._scale is not None:
-            state.update(shift=self._shift, scale=self._scale)
+        if self._standardiser is not None:
+            state.update(self._standardiser.state())
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self._weights = torch.from_numpy(state["weights"]).to(self.device)
         self._precision, self._units = state["precision"], state["units"]
-        self._shift, self._scale = state.get("shift"), state.get("scale")
+        self._standardiser = Standardiser.from_state(state) if "shift" in state else None

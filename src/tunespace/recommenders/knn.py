@@ -12,7 +12,8 @@ import torch
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import Recommender, dot_scorer, new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.base import (Recommender, Standardiser, dot_scorer, new_item_vectors, register,
+                                        train_item_vectors)
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:
@@ -25,10 +26,8 @@ class ContentKNN(Recommender):
     """The profile is the set of distinct train items. An item without an embedding (an extraction skipped its
     file) cannot be placed by content: it is left out of user means and scored -inf, so it is never recommended.
 
-    `standardize=True` z-scores every dimension over the train catalogue's embedded items before the cosine (and
-    applies the same shift and scale to items added later): backends whose dimensions differ in scale by orders of
-    magnitude, as MFCC statistics do, otherwise let a few dimensions decide every cosine. The study's KNN is the
-    default, `standardize=False`."""
+    `standardize=True` z-scores every dimension over the train catalogue's embedded items before the cosine (see
+    `Standardiser`). The study's KNN is the default, `standardize=False`."""
 
     needs_embeddings = True
     cold_items = "ranked like a train item: cosine of its embedding to the user's mean"
@@ -36,18 +35,14 @@ class ContentKNN(Recommender):
     def __init__(self, embeddings: ItemEmbeddings | None = None, standardize: bool = False, **options):
         super().__init__(standardize=bool(standardize), **options)
         self.embeddings = embeddings
-        self.standardize = bool(standardize)
-        self._shift: np.ndarray | None = None  # per-dimension mean and scale of the standardisation
-        self._scale: np.ndarray | None = None
+        self._standardiser = Standardiser() if standardize else None
         self._items: torch.Tensor | None = None
         self._users: torch.Tensor | None = None
         self._unplaced: torch.Tensor | None = None  # -inf for items without an embedding, else 0
 
     def _fit(self, train: InteractionMatrix) -> None:
-        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="rank by")
-        if self.standardize:
-            self._shift, self._scale = embedding_standardisation(vectors[placed])
-            vectors = self._standardised(vectors, placed)
+        vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="rank by",
+                                             standardiser=self._standardiser)
         profiles = train.binary() @ sp.diags(placed.astype(np.float64))
         sizes = np.asarray(profiles.sum(axis=1)).ravel()
         means = sp.diags(1.0 / np.maximum(sizes, 1)) @ profiles @ vectors
@@ -66,17 +61,9 @@ class ContentKNN(Recommender):
             scores += self._unplaced[start:stop]
         return scores
 
-    def _standardised(self, vectors: np.ndarray, placed: np.ndarray) -> np.ndarray:
-        if self._shift is None or self._scale is None:
-            return vectors
-        out = ((vectors - self._shift) / self._scale).astype(np.float32)
-        out[~placed] = 0.0  # an item without an embedding stays a zero row
-        return out
-
     def _new_item_scorer(self, ids: np.ndarray, embeddings: ItemEmbeddings | None) -> Scorer | None:
         assert self._users is not None
-        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
-        vectors = self._standardised(vectors, placed)
+        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings, self._standardiser)
         penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
         return dot_scorer(self._users, _unit(torch.from_numpy(vectors)).to(self.device),
                           None if placed.all() else penalty)
@@ -85,19 +72,11 @@ class ContentKNN(Recommender):
         assert self._items is not None and self._users is not None
         placed = np.ones(len(self._items), bool) if self._unplaced is None else self._unplaced.cpu().numpy() == 0
         state = {"items": self._items.cpu().numpy(), "users": self._users.cpu().numpy(), "placed": placed}
-        if self._shift is not None and self._scale is not None:
-            state.update(shift=self._shift, scale=self._scale)
+        if self._standardiser is not None:
+            state.update(self._standardiser.state())
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self._shift, self._scale = state.get("shift"), state.get("scale")
+        self._standardiser = Standardiser.from_state(state) if "shift" in state else None
         self._set(state["items"], state["users"], state.get("placed", np.ones(len(state["items"]), bool)))
 
-
-def embedding_standardisation(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and standard deviation (float64); a constant dimension keeps scale 1."""
-    vectors = np.asarray(vectors, dtype=np.float64)
-    if len(vectors) == 0:
-        raise ValueError("knn: standardize needs at least one item with an embedding")
-    shift, scale = vectors.mean(axis=0), vectors.std(axis=0)
-    return shift, np.where(scale > 0, scale, 1.0)

@@ -8,6 +8,9 @@ max-margin hinge loss (Lee et al., 2018) in which, as in Magron and Févotte (20
 contrasted with 20 users who never interacted with the item.
 
 `shallow-random` is the paper's reference row: the same network with a learned, randomly initialised item table.
+Two hybrids sit between them: `shallow-hybrid` adds a free learned residual to each item's content vector (dropped
+per item during training, so that content alone must still place an item, as it must for a new one) and
+`shallow-finetune` trains the content vectors themselves from their pretrained values.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import dot_scorer, new_item_vectors, register, train_item_vectors
+from tunespace.recommenders.base import Standardiser, dot_scorer, new_item_vectors, register, train_item_vectors
 from tunespace.recommenders.neural import NeuralRecommender
 
 logger = logging.getLogger(__name__)
@@ -84,13 +87,16 @@ class NegativeUserSampler:
 class ShallowNetwork(nn.Module):
     """Two tables through one shared Linear(d, d) + ReLU; outputs are unit vectors, so dot products are cosines."""
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, freeze_items: bool):
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, freeze_items: bool, residual: bool = False):
         super().__init__()
         self.users = nn.Parameter(users)
         if freeze_items:
             self.register_buffer("items", items)  # a buffer has no gradient and is in no optimiser
         else:
             self.items = nn.Parameter(items)
+        # a free per-item offset of the input vector, zero at the start; `residual_keep` masks it per training batch
+        self.residual = nn.Parameter(torch.zeros_like(items)) if residual else None
+        self.residual_keep: torch.Tensor | None = None
         self.layer = nn.Linear(items.shape[1], items.shape[1])
 
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -102,7 +108,14 @@ class ShallowNetwork(nn.Module):
         return self.encode(F.embedding(users, self.users))
 
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode(self.items if items is None else F.embedding(items, self.items))
+        vectors = self.items if items is None else F.embedding(items, self.items)
+        if self.residual is not None:
+            residual = self.residual if items is None else F.embedding(items, self.residual)
+            if self.training and self.residual_keep is not None:
+                keep = self.residual_keep if items is None else self.residual_keep[items]
+                residual = residual * keep[..., None]
+            vectors = vectors + residual
+        return self.encode(vectors)
 
 
 @register("shallow")
@@ -119,13 +132,14 @@ class ShallowNet(NeuralRecommender):
     def __init__(self, embeddings: ItemEmbeddings | None = None, margin: float = 0.2, negatives: int = 20,
                  batch_size: int = 1024, epochs: int = 100, patience: int = 16, lr: float = 1e-3,
                  plateau_patience: int = 5, plateau_factor: float = 0.1, validation_k: int = 50, seed: int = 0,
-                 **options):
+                 standardize: bool = False, **options):
         super().__init__(margin=margin, negatives=negatives, batch_size=batch_size, epochs=epochs,
                          patience=patience, lr=lr, plateau_patience=plateau_patience, plateau_factor=plateau_factor,
-                         validation_k=validation_k, seed=seed, **options)
+                         validation_k=validation_k, seed=seed, standardize=bool(standardize), **options)
         if negatives < 1:
             raise ModelConfigError(f"{self.name}: negatives must be at least 1, got {negatives}")
         self.embeddings = embeddings
+        self._standardiser = Standardiser() if standardize and not self.learned_items else None
         self.loss = MaxMarginHingeLoss(margin)
         self._placed: np.ndarray | None = None
         self._pairs: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -133,7 +147,11 @@ class ShallowNet(NeuralRecommender):
 
     def _item_table(self, train: InteractionMatrix) -> tuple[np.ndarray, np.ndarray]:
         """Initial item vectors and which items have one."""
-        return train_item_vectors(self.name, train.items, self.embeddings)
+        return train_item_vectors(self.name, train.items, self.embeddings, standardiser=self._standardiser)
+
+    def _network(self, users: torch.Tensor, items: torch.Tensor) -> ShallowNetwork:
+        frozen = not (self.learned_items or self.params.get("finetune", False))
+        return ShallowNetwork(users, items, freeze_items=frozen, residual=bool(self.params.get("residual", False)))
 
     def _build(self, train: InteractionMatrix) -> None:
         items, placed = self._item_table(train)
@@ -142,8 +160,8 @@ class ShallowNet(NeuralRecommender):
         profiles.eliminate_zeros()
         sizes = np.asarray(profiles.sum(axis=1)).ravel()
         means = np.asarray(sp.diags(1.0 / np.maximum(sizes, 1)) @ profiles @ items, dtype=np.float32)
-        self.net = ShallowNetwork(torch.from_numpy(means), torch.from_numpy(np.ascontiguousarray(items)),
-                                  freeze_items=not self.learned_items).to(self.device)
+        self.net = self._network(torch.from_numpy(means),
+                                 torch.from_numpy(np.ascontiguousarray(items))).to(self.device)
         self._placed = placed
         self._sampler = NegativeUserSampler(seen, self.device)
         pairs = profiles.tocoo()
@@ -160,7 +178,11 @@ class ShallowNet(NeuralRecommender):
         assert self._pairs is not None and self._sampler is not None and isinstance(self.net, ShallowNetwork)
         users, items = self._pairs
         order = torch.randperm(len(users), generator=generator, device=users.device)
+        drop = float(self.params.get("residual_dropout", 0.0))
         for batch in order.split(int(self.params["batch_size"])):
+            if self.net.residual is not None and drop > 0:  # per item, not per entry: see bert4rec-hybrid
+                keep = torch.rand(len(self.net.residual), generator=generator, device=self.device) >= drop
+                self.net.residual_keep = keep.float() / (1.0 - drop)
             pair_items = items[batch]
             negatives = self._sampler.sample(pair_items, int(self.params["negatives"]), generator)
             # each distinct user is encoded once: a batch names far fewer users than its B * (1 + K) slots
@@ -187,7 +209,7 @@ class ShallowNet(NeuralRecommender):
         if self.learned_items:
             return None
         assert isinstance(self.net, ShallowNetwork) and self._user_vectors is not None
-        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings)
+        vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings, self._standardiser)
         self.net.eval()
         items = self.net.encode(torch.from_numpy(vectors).to(self.device))
         offset = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
@@ -195,12 +217,13 @@ class ShallowNet(NeuralRecommender):
 
     def _extra_state(self) -> dict[str, np.ndarray]:
         assert self._placed is not None
-        return {"placed": self._placed}
+        return {"placed": self._placed} | (self._standardiser.state() if self._standardiser is not None else {})
 
     def _rebuild(self, state: dict[str, np.ndarray]) -> nn.Module:
         self._placed = state["placed"]
-        return ShallowNetwork(torch.from_numpy(state["net.users"]), torch.from_numpy(state["net.items"]),
-                              freeze_items=not self.learned_items)
+        if self._standardiser is not None:
+            self._standardiser = Standardiser.from_state(state)
+        return self._network(torch.from_numpy(state["net.users"]), torch.from_numpy(state["net.items"]))
 
 
 @register("shallow-random")
@@ -222,3 +245,30 @@ class RandomShallowNet(ShallowNet):
             raise ModelConfigError(f"{self.name} learns its item table from scratch; use `shallow` for embeddings")
         vectors = torch.randn(train.n_items, int(self.params["dim"]))  # the seeded global generator
         return vectors.numpy(), np.ones(train.n_items, dtype=bool)
+
+
+@register("shallow-hybrid")
+class HybridShallowNet(ShallowNet):
+    """Content plus a free item residual in the input space (zero at the start). Each training batch drops an item's
+    residual with probability `residual_dropout` (0.5), so the shared layer keeps placing items from content alone:
+    a new item, which has no residual, is encoded from its embedding as in `shallow`."""
+
+    cold_items = "ranked like a train item without its residual: its frozen embedding through the trained layer"
+
+    def __init__(self, residual_dropout: float = 0.5, **options):
+        if not 0.0 <= residual_dropout < 1.0:
+            raise ModelConfigError(f"shallow-hybrid: residual_dropout must lie in [0, 1), got {residual_dropout}")
+        options.pop("residual", None)  # a saved model's params name it
+        super().__init__(residual=True, residual_dropout=float(residual_dropout), **options)
+
+
+@register("shallow-finetune")
+class FinetunedShallowNet(ShallowNet):
+    """The pretrained-unfrozen variant: the item table starts at the backend's embeddings and is trained with the
+    network. A new item enters with its untrained embedding through the trained layer."""
+
+    cold_items = "its untrained embedding through the trained layer"
+
+    def __init__(self, **options):
+        options.pop("finetune", None)  # a saved model's params name it
+        super().__init__(finetune=True, **options)
