@@ -262,3 +262,23 @@ def test_evaluate_writes_every_k_the_settings_and_a_provenance_record(corpus, tm
     record = json.loads((out / "provenance.json").read_text())
     assert record["command"] and record["settings"]["ks"] == [5, 20] and "ndcg@20" in record["figures"]["ease"]
     assert main(["evaluate", str(split_dir), "--models", "popularity", "--k", "ten"]) != 0
+
+
+def test_cold_items_ranked_alone_and_their_per_user_values(corpus, tmp_path):
+    """--cold-ranking new ranks the cold pairs among the cold items only: popularity, which cannot place them, still
+    scores 0, and a content row can only do better than among every item; per-user cold values are written."""
+    mixed, alone = tmp_path / "mixed", tmp_path / "alone"
+    assert bench(corpus, mixed, "--backends", "content", "--models", "knn", "--no-popularity-aware") == 0
+    assert bench(corpus, alone, "--backends", "content", "--models", "knn", "--no-popularity-aware",
+                 "--cold-ranking", "new") == 0
+    among_all = pd.read_csv(mixed / "cold.csv").set_index("model")
+    among_new = pd.read_csv(alone / "cold.csv").set_index("model")
+    assert among_new.loc["popularity", "ndcg@50"] == 0
+    assert among_new.loc["knn[content]", "hit_rate@50"] >= among_all.loc["knn[content]", "hit_rate@50"]
+    assert json.loads((alone / "settings.json").read_text())["cold_ranking"] == "new"
+    assert "cold items alone" in (alone / "cold.md").read_text()
+    assert "--cold-ranking new" in (mixed / "cold.md").read_text()
+    per_user = pd.read_parquet(alone / "cold_per_user.parquet")
+    knn = per_user[per_user["model"] == "knn[content]"]
+    assert knn["ndcg@50"].mean() == pytest.approx(among_new.loc["knn[content]", "ndcg@50"])
+    assert bench(corpus, tmp_path / "bad", "--models", "knn", "--cold-ranking", "warm") == 2

@@ -116,3 +116,18 @@ def test_extension_must_keep_the_train_catalogue_and_a_loaded_model_needs_embedd
     np.testing.assert_allclose(loaded.extended(catalogue, embeddings_with_cold()).score(np.arange(8)),
                                model.extended(catalogue).score(np.arange(8)), rtol=1e-6)
     assert model.extended(train.items).placed  # nothing new: nothing to place
+
+
+def test_new_only_ranks_the_cold_items_among_themselves(train, catalogue):
+    knn = ContentKNN(embeddings=embeddings_with_cold(), device="cpu").fit(train)
+    mixed = knn.extended(catalogue).score(np.arange(train.n_users))
+    alone = knn.extended(catalogue, new_only=True)
+    scores = alone.score(np.arange(train.n_users))
+    assert np.isneginf(scores[:, :train.n_items]).all()
+    np.testing.assert_array_equal(scores[:, train.n_items:], mixed[:, train.n_items:])
+    top = alone.recommend(np.arange(train.n_users), k=2, exclude_seen=True).items
+    assert set(np.unique(top[top >= 0])) <= set(catalogue.index_of(["cA", "cB"]))
+    # item chunks that straddle the train/new boundary change nothing
+    knn.item_chunk = 4
+    chunked = knn.extended(catalogue, new_only=True).recommend(np.arange(train.n_users), k=2).items
+    np.testing.assert_array_equal(chunked, top)

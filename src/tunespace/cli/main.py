@@ -147,7 +147,8 @@ def _settings_markdown(settings: dict[str, object]) -> str:
 def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, backends: str | None, ks: str,
            part: str, out: Path | None, title: str, embeddings: Sequence[Path] = (), text_encoder: str | None = None,
            seeds: Sequence[int] = (0,), params: dict[str, dict[str, object]] | None = None,
-           split_seeds: Sequence[int] | None = None, popularity_aware: bool = True) -> SplitSeedRuns:
+           split_seeds: Sequence[int] | None = None, popularity_aware: bool = True,
+           cold_ranking: str = "mixed") -> SplitSeedRuns:
     """The study's Table 3 on one dataset: every content model x backend, the random-init rows, popularity and
     EASE, over training `seeds` and `split_seeds` (validation/test partitions; default the config's seed alone);
     with `popularity_aware`, each content row also popularity-aware ("+pop", beta chosen on validation users);
@@ -160,7 +161,7 @@ def _study(dataset: str, data: Path | None, config: SplitConfig, models: str, ba
     with recorded_run(out) if out is not None else contextlib.nullcontext({}) as record:
         runs, settings, figures, written = _study_run(dataset, data, config, models, backends, ks, part, out, title,
                                                       embeddings, text_encoder, seeds, params, split_seeds,
-                                                      popularity_aware)
+                                                      popularity_aware, cold_ranking)
         record.update(settings=settings, figures=figures, outputs=written)
     return runs
 
@@ -169,7 +170,8 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
                part: str, out: Path | None, title: str, embeddings: Sequence[Path], text_encoder: str | None,
                seeds: Sequence[int], params: dict[str, dict[str, object]] | None,
                split_seeds: Sequence[int] | None,
-               popularity_aware: bool = True) -> tuple[SplitSeedRuns, dict, dict, list[str]]:
+               popularity_aware: bool = True,
+               cold_ranking: str = "mixed") -> tuple[SplitSeedRuns, dict, dict, list[str]]:
     """The body of `_study`: returns the runs, the settings, the headline figures and the files written."""
     from tunespace.evaluation.benchmark import (popularity_pairs, popularity_specs, reference_pairs, study_baselines,
                                                 study_specs)
@@ -199,7 +201,7 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
     with _progress() as progress:
         runs = run_split_seeds(split, specs, split_seeds, list(seeds), ks=cutoffs, part=part,
                                progress=_progress_factory(progress), cold_part=cold_part,
-                               popularity_weights=POPULARITY_WEIGHTS)
+                               popularity_weights=POPULARITY_WEIGHTS, cold_ranking=cold_ranking)
     several = len(split_seeds) > 1
     first = runs.seeded[split_seeds[0]]
 
@@ -320,12 +322,14 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
             placed_cells.append(f"{placed} of {total}{reason}")
         cold.insert(cold.columns.get_loc("users") + 1, "cold_items_placed",
                     [base_run.cold_counts[label][0] for label in cold["model"]])
-        _show(formatted_study(cold, metrics), f"cold items ({cold_part}): ranked among all {len(split.items)} items")
+        among = (f"ranked among the {len(cold_ids)} cold items alone" if cold_ranking == "new" else
+                 f"ranked among all {len(split.items)} items")
+        _show(formatted_study(cold, metrics), f"cold items ({cold_part}): {among}")
         _show(pd.DataFrame({"model": cold["model"], "cold items placed": placed_cells, "cold items": handling}),
               "how each model scores cold items")
 
     settings = _study_settings(dataset, data, config, part, split, split_seeds, seeds, cutoffs, headline, specs,
-                               runs, backend_cover, text_encoder, POPULARITY_WEIGHTS)
+                               runs, backend_cover, text_encoder, POPULARITY_WEIGHTS, cold_ranking)
     notes += _settings_markdown(settings)
     written: list[str] = []
     if out is not None:
@@ -358,8 +362,12 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
             cold_preamble = (
                 f"# {title}: cold items\n\nThe same fitted models on the {cold_part} pairs: {len(truth)} pairs of "
                 f"{truth['user_id'].nunique()} users (split seed {split_seeds[0]}) with items unseen in training, "
-                f"ranked among the whole catalogue ({split.n_warm_items} train + {len(cold_ids)} cold items) with "
-                f"seen items removed; {seed_text}"
+                + (f"ranked among the {len(cold_ids)} cold items alone (train items are never recommended: what a "
+                   "model knows about new items, whatever it does to warm ones); " if cold_ranking == "new" else
+                   f"ranked among the whole catalogue ({split.n_warm_items} train + {len(cold_ids)} cold items) with "
+                   "seen items removed (a model that lifts every new item above the warm ones scores well here "
+                   "whatever its content; --cold-ranking new ranks them alone); ")
+                + f"{seed_text}"
                 + (f"; mean over split seeds {split_seeds[0]}..{split_seeds[-1]} with split sd" if several else "")
                 + ". " + (f"Cold items with a vector, per embedding set: {cover}. " if cover else "")
                 + (f"Rows that placed cold items (gave them a finite score): {', '.join(placing)}. " if placing else
@@ -375,7 +383,12 @@ def _study_run(dataset: str, data: Path | None, config: SplitConfig, models: str
                                       extra_columns={**_beta_column(cold), "cold items placed": placed_cells,
                                                      "cold items": handling},
                                       per_split_seed=cold_per_split if several else None)
-            written += [p.name for p in paths]
+            cold_per_user = pd.concat([result.per_user.assign(model=label, split_seed=s, seed=seed)
+                                       for s, seeded_runs in cold_runs.items()
+                                       for seed, run in zip(seeds, seeded_runs.runs)
+                                       for label, result in run.cold_results.items()])
+            cold_per_user.to_parquet(out / "cold_per_user.parquet", index=False)
+            written += [p.name for p in paths] + ["cold_per_user.parquet"]
         write_text(json.dumps(settings, indent=2, default=str) + "\n", out / "settings.json")
         written += ["settings.json", "provenance.json"]
         console.print(f"wrote {', '.join(written)} and the split to {out}", soft_wrap=True)
@@ -443,7 +456,8 @@ def _validation_k(seeded: SeededRuns) -> str:
 def _study_settings(dataset: str, data: Path | None, config: SplitConfig, part: str, split: Split,
                     split_seeds: Sequence[int], seeds: Sequence[int], ks: Sequence[int], headline: str,
                     specs: Sequence[ModelSpec], runs: SplitSeedRuns, backends: dict[str, dict[str, int]],
-                    text_encoder: str | None, weights: Sequence[float] = ()) -> dict[str, object]:
+                    text_encoder: str | None, weights: Sequence[float] = (),
+                    cold_ranking: str = "mixed") -> dict[str, object]:
     """Every setting that shaped a number of `benchmark recsys`: data, split, seeds, cut-offs, the popularity
     weights and chosen betas and, per row, the model's resolved parameters (defaults included; the seed is the
     training seed; a +pop row's weight is its beta) and how often it was fitted."""
@@ -471,7 +485,8 @@ def _study_settings(dataset: str, data: Path | None, config: SplitConfig, part: 
                   "test_start": config.test_start or config.cutoff, "test_end": config.test_end,
                   "validation_ratio": config.validation_ratio, "split_seed": config.seed},
         "split_seeds": list(split_seeds), "training_seeds": list(seeds), "ks": list(ks), "headline_metric": headline,
-        "split_stats": dict(split.stats), "backends": backends, "popularity_aware": popularity, "models": models,
+        "split_stats": dict(split.stats), "backends": backends, "popularity_aware": popularity,
+        "cold_ranking": cold_ranking, "models": models,
     }
 
 
@@ -1035,24 +1050,31 @@ def benchmark_recsys(
         help="Also report every content row popularity-aware (knn+pop[set]: the same fitted model's score + beta x "
              "the popularity z-score, beta chosen on the validation users), tested against popularity and its raw "
              "row; popularity_weights.csv holds every beta's validation figure.")] = True,
+    cold_ranking: Annotated[str, typer.Option(
+        help="How the cold-item pairs are ranked: mixed (among every train and new item) or new (among the new "
+             "items alone, so that lifting every new item above the warm ones earns nothing).")] = "mixed",
 ) -> None:
     """The study's Table 3 (Tamm and Aljanaki's temporal protocol): every content model x backend, the random-init
     rows, popularity and EASE; HR/Recall/NDCG at every --k with confidence intervals (and spreads over training and
     split seeds), paired tests against the random-init row of the same model and against EASE, a bar chart, the
     same models on the cold-item pairs, settings.json and provenance.json. Every content row is also reported
     popularity-aware (+pop) unless --no-popularity-aware."""
+    from tunespace.evaluation.benchmark import COLD_RANKINGS
     from tunespace.evaluation.seeds import split_seed_list
 
     if seeds < 1:
         raise typer.BadParameter("--seeds must be at least 1")
     if split_seeds < 1:
         raise typer.BadParameter("--split-seeds must be at least 1")
+    if cold_ranking not in COLD_RANKINGS:
+        raise typer.BadParameter(f"--cold-ranking must be one of {', '.join(COLD_RANKINGS)}, got {cold_ranking!r}")
     config = SplitConfig(cutoff=cutoff, train_start=train_start, test_start=test_start, test_end=test_end,
                          validation_ratio=validation_ratio, seed=split_seed)
     params = _model_params(param or [], epochs, [m.strip() for m in models.split(",") if m.strip()])
     _study(dataset, data, config, models, backends, ks, part, out, f"benchmark recsys: {dataset}",
            embeddings or [], text_encoder, seeds=list(range(seed, seed + seeds)), params=params,
-           split_seeds=split_seed_list(split_seed, split_seeds), popularity_aware=popularity_aware)
+           split_seeds=split_seed_list(split_seed, split_seeds), popularity_aware=popularity_aware,
+           cold_ranking=cold_ranking)
 
 
 def _model_params(pairs: Sequence[str], epochs: int | None, models: Sequence[str]) -> dict[str, dict[str, object]]:

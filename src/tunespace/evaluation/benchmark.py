@@ -119,6 +119,9 @@ def uses_validation(spec: ModelSpec) -> bool:
     return get_recommender(fitted_as(spec)).uses_validation
 
 
+COLD_RANKINGS = ("mixed", "new")
+"""How cold-item pairs are ranked: among every item (train and new), or among the new items alone."""
+
 POPULARITY_SUFFIX = "+pop"
 """Marks a popularity-aware row: `knn[minilm]` -> `knn+pop[minilm]` (`popularity_label`)."""
 
@@ -257,12 +260,15 @@ def run_benchmark(
     cold_part: str | None = None,
     label_suffix: str = "",
     popularity_weights: Sequence[float] = POPULARITY_WEIGHTS,
+    cold_ranking: str = "mixed",
 ) -> BenchmarkRun:
     """Fit each model on the train part and evaluate it on `part` (validation or test) by full ranking.
 
     With `cold_part` ("cold_test" or "cold_validation") the same fitted model is also evaluated on those pairs by
-    ranking the whole catalogue, train and cold items together (`Recommender.extended`); models that cannot place
-    an item unseen in training score it -inf (see each model's `cold_items`). Skipped when the part is empty.
+    ranking the whole catalogue, train and cold items together (`cold_ranking` "mixed", `Recommender.extended`),
+    or the cold items alone ("new": what a model knows about new items, whatever it does to warm ones); models
+    that cannot place an item unseen in training score it -inf (see each model's `cold_items`). Skipped when the
+    part is empty.
 
     Models that stop early (`uses_validation`) get the split's validation pairs, never the test pairs; when
     `part` is "validation" their figures are therefore optimistic (they were selected on those very pairs).
@@ -273,6 +279,9 @@ def run_benchmark(
     pairs) into `BenchmarkRun.popularity`, for `evaluation.seeds.run_split_seeds` to choose from; its `results`
     stay empty here.
     """
+    if cold_ranking not in COLD_RANKINGS:
+        raise TunespaceError(f"cold ranking must be one of {', '.join(COLD_RANKINGS)}, got {cold_ranking!r}")
+    new_only = cold_ranking == "new"
     train = split.train_matrix()
     truth = split.part(part)
     cold_truth = split.part(cold_part) if cold_part is not None else None
@@ -293,7 +302,7 @@ def run_benchmark(
                 raise TunespaceError(f"{spec.label} re-scores {spec.popularity_of}, which must come before it in "
                                      "the same run")
             _popularity_grid(run, split, spec, blends[spec.popularity_of], grid, ks, part, cold_truth,
-                             progress, label_suffix)
+                             progress, label_suffix, new_only)
             continue
         options = dict(spec.params)
         if spec.embeddings is not None:
@@ -315,7 +324,7 @@ def run_benchmark(
         run.results[spec.label] = evaluate(model, truth, ks=ks, name=spec.label, progress=callback)
         run.evaluate_seconds[spec.label] = time.perf_counter() - started
         if cold_truth is not None:
-            extended = model.extended(split.items)
+            extended = model.extended(split.items, new_only=new_only)
             callback = progress(f"{spec.label}{label_suffix} on cold items", cold_truth["user_id"].nunique()) \
                 if progress else None
             run.cold_results[spec.label] = evaluate(extended, cold_truth, ks=ks, name=spec.label, progress=callback)
@@ -329,7 +338,8 @@ def run_benchmark(
 
 def _popularity_grid(run: BenchmarkRun, split: Split, spec: ModelSpec, blend: PopularityBlend,
                      grid: Sequence[float], ks: Iterable[int], part: str, cold_truth: pd.DataFrame | None,
-                     progress: Callable[[str, int], Callable[[int], None]] | None, label_suffix: str) -> None:
+                     progress: Callable[[str, int], Callable[[int], None]] | None, label_suffix: str,
+                     new_only: bool = False) -> None:
     """Every weight of `grid` on the validation and `part` users (one ranking per weight; the choice is later
     made on the validation users alone) and on the cold pairs, into `run.popularity[spec.label]`; the row's fit
     time, training record and cold-item placement are those of the content row it re-scores."""
@@ -345,8 +355,8 @@ def _popularity_grid(run: BenchmarkRun, split: Split, spec: ModelSpec, blend: Po
     for weight in grid:
         weighted = blend.with_weight(weight)
         warm = evaluate(weighted, truth, ks=ks, name=spec.label, progress=callback)
-        cold = None if cold_truth is None else evaluate(weighted.extended(split.items), cold_truth, ks=ks,
-                                                        name=spec.label, progress=callback)
+        cold = None if cold_truth is None else evaluate(weighted.extended(split.items, new_only=new_only),
+                                                        cold_truth, ks=ks, name=spec.label, progress=callback)
         figures[weight] = (warm, cold)
     run.popularity[spec.label] = figures
     run.evaluate_seconds[spec.label] = time.perf_counter() - started
@@ -382,6 +392,7 @@ def run_seeds(
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     cold_part: str | None = None,
     popularity_weights: Sequence[float] = POPULARITY_WEIGHTS,
+    cold_ranking: str = "mixed",
 ) -> SeededRuns:
     """`run_benchmark` once per seed, each model that takes a seed getting `seed=s` (its initialisation, negative
     sampling and masking); the split, hence the validation/test partition, is the same for every seed, so the
@@ -398,7 +409,7 @@ def run_seeds(
                   if number == 0 or seeded[spec.label]]
         suffix = f" (seed {seed})" if len(seeds) > 1 else ""
         fresh = run_benchmark(split, chosen, ks=ks, part=part, progress=progress, cold_part=cold_part,
-                              label_suffix=suffix, popularity_weights=popularity_weights)
+                              label_suffix=suffix, popularity_weights=popularity_weights, cold_ranking=cold_ranking)
         run = BenchmarkRun({}, {}, {})
         for spec in specs:  # rows in the order of `specs`
             origin = fresh if number == 0 or seeded[spec.label] else runs[0]

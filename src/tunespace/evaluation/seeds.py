@@ -102,6 +102,7 @@ def run_split_seeds(
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     cold_part: str | None = None,
     popularity_weights: Sequence[float] = POPULARITY_WEIGHTS,
+    cold_ranking: str = "mixed",
 ) -> SplitSeedRuns:
     """`run_seeds` for every split seed (see the module docstring: rows that do not use validation are fitted once
     and sliced; the others are refitted per split seed). With the split's own seed alone this is `run_seeds`.
@@ -114,7 +115,7 @@ def run_split_seeds(
         raise TunespaceError(f"split seeds repeat: {split_seeds}")
     if split_seeds == [split.config.seed]:
         runs = run_seeds(split, specs, seeds, ks=ks, part=part, progress=progress, cold_part=cold_part,
-                         popularity_weights=popularity_weights)
+                         popularity_weights=popularity_weights, cold_ranking=cold_ranking)
         out = SplitSeedRuns(split_seeds, {split_seeds[0]: runs}, {split_seeds[0]: split}, [])
         return choose_popularity(out, specs, part, cold_part, headline_metric(ks))
     shared = [spec for spec in specs if not uses_validation(spec)]
@@ -123,7 +124,7 @@ def run_split_seeds(
     if shared:
         pooled = run_seeds(split.pooled(), shared, seeds, ks=ks, part="test", progress=progress,
                            cold_part="cold_test" if cold_part is not None else None,
-                           popularity_weights=popularity_weights)
+                           popularity_weights=popularity_weights, cold_ranking=cold_ranking)
     out = SplitSeedRuns(split_seeds, {}, {}, [spec.label for spec in shared])
     for split_seed in split_seeds:
         current = out.splits[split_seed] = split.repartitioned(split_seed)
@@ -132,7 +133,7 @@ def run_split_seeds(
             tagged = None if progress is None else (
                 lambda label, n, s=split_seed: progress(f"{label} (split seed {s})", n))
             refitted = run_seeds(current, own, seeds, ks=ks, part=part, progress=tagged, cold_part=cold_part,
-                                 popularity_weights=popularity_weights)
+                                 popularity_weights=popularity_weights, cold_ranking=cold_ranking)
         users = current.part(part)["user_id"].unique()
         cold = current.part(cold_part) if cold_part is not None else None
         cold_users = cold["user_id"].unique() if cold is not None and not cold.empty else None

@@ -150,17 +150,20 @@ class Recommender(ABC):
                          demote=demote, user_chunk=self.user_chunk, item_chunk=self.item_chunk,
                          device=self.device)
 
-    def extended(self, items: IdMap, embeddings: ItemEmbeddings | None = None) -> ExtendedCatalogue:
+    def extended(self, items: IdMap, embeddings: ItemEmbeddings | None = None,
+                 new_only: bool = False) -> ExtendedCatalogue:
         """This fitted model ranking over `items`: its train catalogue first, in the same order (a split's `items`
         is laid out so), then new items, which it scores as `cold_items` says. `embeddings` holds the new items'
-        vectors for a content model that was loaded rather than fitted (a fitted one uses its own)."""
+        vectors for a content model that was loaded rather than fitted (a fitted one uses its own). With
+        `new_only` the train items are never recommended: new items are ranked among themselves."""
         train = self._fitted()
         n_known = train.n_items
         if len(items) < n_known or not np.array_equal(items.ids[:n_known], train.items.ids):
             raise UnknownIdError(f"{self.name}: the extended catalogue must start with the model's {n_known} train "
                                  "items in the same order")
         new_ids = items.ids[n_known:]
-        return ExtendedCatalogue(self, items, self._new_item_scorer(new_ids, embeddings) if len(new_ids) else None)
+        return ExtendedCatalogue(self, items, self._new_item_scorer(new_ids, embeddings) if len(new_ids) else None,
+                                 new_only=new_only)
 
     def recommend_ids(self, user_ids: list[str], k: int, exclude_seen: bool = True) -> list[list[str]]:
         """Convenience for people: ids in, ids out (padding dropped)."""
@@ -283,13 +286,15 @@ def dot_scorer(users: torch.Tensor, items: torch.Tensor, offset: torch.Tensor | 
 class ExtendedCatalogue:
     """A fitted recommender ranking over its train catalogue followed by new (cold) items: what `evaluate` needs
     for cold-start evaluation (users, items, name and `recommend`). Item j < n_known is scored by the model as
-    usual; the others by the model's new-item scorer, or -inf when it has none (`placed` is then False)."""
+    usual (or -inf with `new_only`, which ranks the new items among themselves); the others by the model's new-item
+    scorer, or -inf when it has none (`placed` is then False)."""
 
-    def __init__(self, model: Recommender, items: IdMap, new_items: Scorer | None):
+    def __init__(self, model: Recommender, items: IdMap, new_items: Scorer | None, new_only: bool = False):
         self.model = model
         self.items = items
         self.n_known = model._fitted().n_items
         self._new_items = new_items
+        self.new_only = new_only
 
     @property
     def name(self) -> str:
@@ -307,12 +312,14 @@ class ExtendedCatalogue:
     def _score(self, users: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         n_known = self.n_known
         if stop <= n_known:
+            if self.new_only:
+                return torch.full((len(users), stop - start), float("-inf"), device=self.model.device)
             return self.model._score(users, start, stop, out)
         if start >= n_known:
             if self._new_items is None:
                 return torch.full((len(users), stop - start), float("-inf"), device=self.model.device)
             return self._new_items(users, start - n_known, stop - n_known, out)
-        known = self.model._score(users, start, n_known)
+        known = self._score(users, start, n_known)
         new = self._score(users, n_known, stop)
         return torch.cat([known, new], dim=1)
 
