@@ -7,14 +7,21 @@ import numpy as np
 import pytest
 import torch
 
+from tests.recommenders.contract import RecommenderContract, cluster_embeddings, two_clusters
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.errors import ModelConfigError
-from tunespace.recommenders import (Bert4Rec, ContentEASE, ContentKNN, MappedEASE, Recommender, ShallowNet,
-                                    get_recommender)
+from tunespace.recommenders import (
+    Bert4Rec,
+    ContentEASE,
+    ContentKNN,
+    MappedEASE,
+    Recommender,
+    ShallowNet,
+    get_recommender,
+)
 from tunespace.recommenders.base import Standardiser
 from tunespace.recommenders.bert4rec import FinetunedBert4Rec, HybridBert4Rec
 from tunespace.recommenders.shallow import FinetunedShallowNet, HybridShallowNet
-from tests.recommenders.contract import RecommenderContract, cluster_embeddings, two_clusters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

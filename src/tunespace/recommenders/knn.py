@@ -4,7 +4,6 @@ knows about taste."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -12,8 +11,14 @@ import torch
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.data.interactions import InteractionMatrix
 from tunespace.evaluation.ranking import Scorer
-from tunespace.recommenders.base import (Recommender, Standardiser, dot_scorer, new_item_vectors, register,
-                                        train_item_vectors)
+from tunespace.recommenders.base import (
+    Recommender,
+    Standardiser,
+    dot_scorer,
+    new_item_vectors,
+    register,
+    train_item_vectors,
+)
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:
