@@ -102,7 +102,7 @@ def test_table_three_in_one_command(corpus, tmp_path, single_thread):
     assert settings["ks"] == [10, 50] and settings["training_seeds"] == [5, 6] and settings["split_seeds"] == [42]
     assert settings["split"]["validation_ratio"] == 0.5 and settings["split"]["cutoff"] == SYNTHETIC_CUTOFF
     models = settings["models"]
-    assert models["ease"]["params"] == {"l2": 500.0} and models["knn[content]"]["params"] == {"standardize": False}
+    assert models["ease"]["params"] == {"l2": 500.0} and models["knn[content]"]["params"] == {"standardize": True}
     assert models["shallow[content]"]["params"]["epochs"] == 1 and models["shallow[content]"]["params"]["lr"] == 1e-3
     assert models["shallow-random"]["params"]["batch_size"] == 256 and models["shallow-random"]["params"]["dim"] == 64
     assert models["shallow[content]"]["fitted"] == "once per training seed" and models["ease"]["fitted"] == "once"

@@ -77,7 +77,8 @@ def hand_made():
 
 
 def hand_specs(embeddings):
-    return popularity_specs(model_specs(["popularity", "knn"], {"x": embeddings}, {"knn": {"device": "cpu"}}))
+    return popularity_specs(model_specs(["popularity", "knn"], {"x": embeddings},
+                                        {"knn": {"device": "cpu", "standardize": False}}))
 
 
 def test_beta_is_chosen_on_the_validation_users_and_applied_unchanged_to_test_and_cold(hand_made, monkeypatch):

@@ -38,7 +38,8 @@ def knn() -> ContentKNN:
     train = interactions([("u0", "t0"), ("u1", "t1"), ("u1", "t3"), ("u2", "t4")])
     matrix = InteractionMatrix.from_frame(train, IdMap.from_values(["u0", "u1", "u2"], name="user_id"),
                                           IdMap(TRACKS, name="track_id"))
-    model = ContentKNN(embeddings=ItemEmbeddings(ids=np.array(TRACKS), vectors=VECTORS), device="cpu")
+    model = ContentKNN(embeddings=ItemEmbeddings(ids=np.array(TRACKS), vectors=VECTORS), device="cpu",
+                       standardize=False)
     return model.fit(matrix)
 
 
@@ -173,8 +174,9 @@ def random_setup():
     vectors[vectors.sum(axis=1) == 0] = 1.0
     other = rng.normal(size=(n_items, 3)).astype(np.float32)
     first = ContentKNN(embeddings=ItemEmbeddings(ids=np.array(tracks), vectors=vectors), device="cpu",
-                       item_chunk=7, user_chunk=9).fit(matrix)
-    second = ContentKNN(embeddings=ItemEmbeddings(ids=np.array(tracks), vectors=other), device="cpu").fit(matrix)
+                       item_chunk=7, user_chunk=9, standardize=False).fit(matrix)
+    second = ContentKNN(embeddings=ItemEmbeddings(ids=np.array(tracks), vectors=other), device="cpu",
+                        standardize=False).fit(matrix)
     return first, second, truth_frame(truth)
 
 

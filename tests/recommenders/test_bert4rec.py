@@ -18,7 +18,7 @@ from tests.recommenders.contract import cluster_embeddings, two_clusters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL = dict(hidden=8, ff_dim=16, layers=1, heads=2, dropout=0.0, lr=0.01, device="cpu")
+SMALL = dict(hidden=8, ff_dim=16, layers=1, heads=2, dropout=0.0, lr=0.01, device="cpu", standardize=False)
 DAY = pd.Timedelta(days=1)
 
 

@@ -38,7 +38,7 @@ def catalogue(train):
 
 def test_knn_scores_cold_items_by_cosine_to_the_user_mean(train, catalogue):
     vectors = embeddings_with_cold()
-    model = ContentKNN(embeddings=vectors, device="cpu").fit(train)
+    model = ContentKNN(embeddings=vectors, standardize=False, device="cpu").fit(train)
     extended = model.extended(catalogue)
     assert extended.placed and len(extended.items) == train.n_items + 3
     scores = extended.score(np.arange(train.n_users))

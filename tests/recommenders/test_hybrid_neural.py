@@ -25,8 +25,8 @@ from tunespace.recommenders.shallow import FinetunedShallowNet, HybridShallowNet
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL_BERT = dict(hidden=16, ff_dim=32, layers=1, heads=2, dropout=0.0, lr=0.01, device="cpu")
-SMALL_SHALLOW = dict(epochs=10, lr=0.01, batch_size=64, device="cpu")
+SMALL_BERT = dict(hidden=16, ff_dim=32, layers=1, heads=2, dropout=0.0, lr=0.01, device="cpu", standardize=False)
+SMALL_SHALLOW = dict(epochs=10, lr=0.01, batch_size=64, device="cpu", standardize=False)
 
 
 class TestHybridShallowNet(RecommenderContract):
@@ -77,8 +77,8 @@ def test_standardiser_by_hand():
 def test_trained_models_take_z_scored_content_and_give_new_items_the_same_shift(name, tmp_path):
     train = two_clusters()
     options = SMALL_BERT if name.startswith("bert4rec") else SMALL_SHALLOW
-    model = get_recommender(name)(embeddings=scaled_embeddings(), standardize=True,
-                                  **{**options, "epochs": 0}).fit(train)
+    model = get_recommender(name)(embeddings=scaled_embeddings(), **{**options, "epochs": 0,
+                                                                     "standardize": True}).fit(train)
     table = model.net.content if name.startswith("bert4rec") else model.net.items
     expected = z_scores(scaled_embeddings().aligned(train.items))
     np.testing.assert_allclose(table.detach().numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -97,11 +97,11 @@ def test_trained_models_take_z_scored_content_and_give_new_items_the_same_shift(
 @pytest.mark.parametrize("model_class", [ContentKNN, ContentEASE, MappedEASE])
 def test_closed_form_content_models_share_the_standardiser(model_class):
     train = two_clusters()
-    raw = model_class(embeddings=scaled_embeddings(), device="cpu").fit(train)
+    raw = model_class(embeddings=scaled_embeddings(), standardize=False, device="cpu").fit(train)
     standardised = model_class(embeddings=scaled_embeddings(), standardize=True, device="cpu").fit(train)
     pre_scaled = ItemEmbeddings(ids=scaled_embeddings().ids,
                                 vectors=z_scores(scaled_embeddings().aligned(train.items)))
-    by_hand = model_class(embeddings=pre_scaled, device="cpu").fit(train)
+    by_hand = model_class(embeddings=pre_scaled, standardize=False, device="cpu").fit(train)
     users = np.arange(train.n_users)
     np.testing.assert_allclose(standardised.score(users), by_hand.score(users), rtol=1e-4, atol=1e-5)
     if model_class is not MappedEASE:  # the map's train columns are EASE's whatever the content (shrink 0)
@@ -184,4 +184,7 @@ def test_residual_dropout_is_checked():
     for model_class in (HybridBert4Rec, HybridShallowNet):
         with pytest.raises(ModelConfigError, match="residual_dropout"):
             model_class(embeddings=cluster_embeddings(), residual_dropout=1.0)
-    assert ShallowNet(embeddings=cluster_embeddings()).params["standardize"] is False
+    # the defaults chosen on validation users (docs/recommenders.md): on for knn and the trained models, off for EASE's
+    for model_class, default in ((ShallowNet, True), (Bert4Rec, True), (ContentKNN, True), (ContentEASE, False),
+                                 (MappedEASE, False)):
+        assert model_class(embeddings=cluster_embeddings()).params["standardize"] is default

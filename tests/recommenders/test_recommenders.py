@@ -8,7 +8,7 @@ import pytest
 from tunespace.data.embeddings import ItemEmbeddings
 from tunespace.recommenders import (RECOMMENDERS, Bert4Rec, ContentKNN, EASE, ItemKNN, Popularity, RandomBert4Rec,
                                     RandomShallowNet, ShallowNet)
-from tests.recommenders.contract import RecommenderContract, cluster_embeddings, two_clusters
+from tests.recommenders.contract import RAW, RecommenderContract, cluster_embeddings, two_clusters
 from tests.recommenders import test_blend  # noqa: F401 - its contract subclasses count in the registry check
 
 
@@ -70,7 +70,7 @@ class TestItemKNN(RecommenderContract):
 
 class TestContentKNN(RecommenderContract):
     def make(self, **options):
-        return ContentKNN(embeddings=cluster_embeddings(), device="cpu", **options)
+        return ContentKNN(embeddings=cluster_embeddings(), device="cpu", **{**RAW, **options})
 
     def test_user_is_mean_of_profile_then_cosine(self):
         train = two_clusters()
@@ -96,7 +96,8 @@ class TestContentKNN(RecommenderContract):
         np.testing.assert_allclose(np.delete(scores, 2), np.delete(expected, 2), rtol=1e-4, atol=1e-6)
         assert np.isneginf(scores[2])
         # the raw cosine is dominated by the scaled first dimension; the z-scores are not
-        assert not np.allclose(ContentKNN(embeddings=partial, device="cpu").fit(train).score(np.array([0]))[0],
+        assert not np.allclose(ContentKNN(embeddings=partial, standardize=False, device="cpu").fit(train).score(
+                                   np.array([0]))[0],
                                scores, atol=1e-3)
         model.save(tmp_path / "knn")
         restored = ContentKNN.load(tmp_path / "knn")
@@ -111,7 +112,7 @@ class TestContentKNN(RecommenderContract):
         keep = full.ids != "i2"
         partial = ItemEmbeddings(ids=full.ids[keep], vectors=full.vectors[keep])
         train = two_clusters()
-        model = ContentKNN(embeddings=partial, device="cpu").fit(train)
+        model = ContentKNN(embeddings=partial, standardize=False, device="cpu").fit(train)
         scores = model.score(np.array([0, 5]))
         assert np.isneginf(scores[:, 2]).all() and np.isfinite(np.delete(scores, 2, axis=1)).all()
         mean = full.vectors[[1, 3]].mean(axis=0)  # u0 heard i1, i2, i3; i2 has no vector
@@ -136,7 +137,7 @@ LEARNED_TABLE_SKIP = ("a learned item table has no content that places the held-
 class TestShallowNet(RecommenderContract):
     def make(self, **options):
         return ShallowNet(embeddings=cluster_embeddings(), epochs=10, lr=0.01, batch_size=64, device="cpu",
-                          **options)
+                          **{**RAW, **options})
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -151,7 +152,7 @@ class TestRandomShallowNet(RecommenderContract):
 @pytest.mark.usefixtures("single_thread")
 class TestBert4Rec(RecommenderContract):
     def make(self, **options):
-        return Bert4Rec(embeddings=cluster_embeddings(), epochs=50, **SMALL_BERT, **options)
+        return Bert4Rec(embeddings=cluster_embeddings(), epochs=50, **SMALL_BERT, **{**RAW, **options})
 
 
 @pytest.mark.usefixtures("single_thread")

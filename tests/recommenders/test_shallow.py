@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def small(**options) -> ShallowNet:
     return ShallowNet(**{"embeddings": cluster_embeddings(), "epochs": 5, "lr": 0.01, "batch_size": 8,
-                         "device": "cpu", **options})
+                         "device": "cpu", "standardize": False, **options})
 
 
 def held_out_pairs() -> pd.DataFrame:
@@ -82,7 +82,7 @@ def test_items_without_embedding_are_left_out_of_means_and_never_recommended():
     full = cluster_embeddings()
     keep = full.ids != "i2"
     partial = ItemEmbeddings(full.ids[keep], full.vectors[keep])
-    initial = ShallowNet(embeddings=partial, epochs=0, device="cpu").fit(two_clusters())
+    initial = ShallowNet(embeddings=partial, epochs=0, device="cpu", standardize=False).fit(two_clusters())
     np.testing.assert_allclose(initial.net.users[0].detach().numpy(), full.vectors[[1, 3]].mean(axis=0), rtol=1e-6)
     model = ShallowNet(embeddings=partial, epochs=3, device="cpu").fit(two_clusters())
     assert (model._pairs[1] != 2).all()

@@ -148,7 +148,8 @@ class Bert4Rec(NeuralRecommender):
     """Defaults: mask probability 0.2, max length 300, Adam 1e-3, up to 200 epochs (the paper); 2 layers, 2 heads,
     feed-forward 256, batch 128, patience 16, plateau patience 5 (the released code); hidden 64 and dropout 0.1
     (Sun et al.). An item without an embedding stays in sequences as context (its input is the projection's bias)
-    but is never a training target and never recommended."""
+    but is never a training target and never recommended. `standardize` (default on, chosen on validation users)
+    z-scores the embedding dimensions over the train catalogue before the projection (`Standardiser`)."""
 
     needs_embeddings = True
     cold_items = "its embedding through the trained projection, with the mean learned bias of the train items"
@@ -157,7 +158,7 @@ class Bert4Rec(NeuralRecommender):
                  ff_dim: int = 256, dropout: float = 0.1, max_len: int = 300, mask_prob: float = 0.2,
                  sampled_negatives: int = 0, batch_size: int = 128, epochs: int = 200, patience: int = 16,
                  lr: float = 1e-3, plateau_patience: int = 5, plateau_factor: float = 0.1, validation_k: int = 50,
-                 seed: int = 0, standardize: bool = False, **options):
+                 seed: int = 0, standardize: bool = True, **options):
         super().__init__(hidden=hidden, layers=layers, heads=heads, ff_dim=ff_dim, dropout=dropout, max_len=max_len,
                          mask_prob=mask_prob, sampled_negatives=sampled_negatives, batch_size=batch_size,
                          epochs=epochs, patience=patience, lr=lr, plateau_patience=plateau_patience,

@@ -31,13 +31,14 @@ class ContentKNN(Recommender):
     """The profile is the set of distinct train items. An item without an embedding (an extraction skipped its
     file) cannot be placed by content: it is left out of user means and scored -inf, so it is never recommended.
 
-    `standardize=True` z-scores every dimension over the train catalogue's embedded items before the cosine (see
-    `Standardiser`). The study's KNN is the default, `standardize=False`."""
+    `standardize=True`, the default, z-scores every dimension over the train catalogue's embedded items before the
+    cosine (see `Standardiser`; chosen on validation users of the medium corpus, see docs/recommenders.md). The
+    study's KNN is `standardize=False`."""
 
     needs_embeddings = True
     cold_items = "ranked like a train item: cosine of its embedding to the user's mean"
 
-    def __init__(self, embeddings: ItemEmbeddings | None = None, standardize: bool = False, **options):
+    def __init__(self, embeddings: ItemEmbeddings | None = None, standardize: bool = True, **options):
         super().__init__(standardize=bool(standardize), **options)
         self.embeddings = embeddings
         self._standardiser = Standardiser() if standardize else None

@@ -123,7 +123,8 @@ class ShallowNet(NeuralRecommender):
     """Defaults are the paper's (margin 0.2, 20 negative users, Adam 1e-3, up to 100 epochs) or, where the paper
     is silent, its released code's (early-stopping patience 16, learning-rate plateau patience 5); the batch of
     1024 pairs is ours. An item without an embedding cannot be placed by content: as in `knn` it is left out of
-    user means and training pairs and is never recommended."""
+    user means and training pairs and is never recommended. `standardize` (default on, chosen on validation users)
+    z-scores the embedding dimensions over the train catalogue first (`Standardiser`)."""
 
     needs_embeddings = True
     learned_items: ClassVar[bool] = False
@@ -132,7 +133,7 @@ class ShallowNet(NeuralRecommender):
     def __init__(self, embeddings: ItemEmbeddings | None = None, margin: float = 0.2, negatives: int = 20,
                  batch_size: int = 1024, epochs: int = 100, patience: int = 16, lr: float = 1e-3,
                  plateau_patience: int = 5, plateau_factor: float = 0.1, validation_k: int = 50, seed: int = 0,
-                 standardize: bool = False, **options):
+                 standardize: bool = True, **options):
         super().__init__(margin=margin, negatives=negatives, batch_size=batch_size, epochs=epochs,
                          patience=patience, lr=lr, plateau_patience=plateau_patience, plateau_factor=plateau_factor,
                          validation_k=validation_k, seed=seed, standardize=bool(standardize), **options)
