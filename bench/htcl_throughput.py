@@ -6,18 +6,20 @@ projection (arithmetic, not a measurement) of N processes from those two figures
 
 Each measurement is a fresh `tunespace htcl pretrain` run (stage 1, the config's global batch, 10 s crops) for
 `--steps` steps:
-- 1 process using every core (torch's intra-op threads);
+- 1 process using every core (torch's intra-op threads): what one would run without DDP;
+- 1 process on one thread: the same per-process compute as each DDP process below, so the ratio against it is the
+  scaling of DDP alone, without the gain or loss of intra-op threads (large on a machine shared with other jobs);
 - 2 processes, DDP over gloo, one thread each, the same global batch split in two, launched as `--launch` says:
   `nodes` (default): two torchrun agents with `--nnodes 2 --nproc-per-node 1 --node-rank 0|1` and a static
   rendezvous on 127.0.0.1, the multi-node command line with both "nodes" on this machine; `standalone`: one agent,
   `torchrun --standalone --nproc-per-node 2`.
-Runs alternate (1, 2, 1, 2, ...) `--repeats` times so load from other processes falls on both; the median of each
-is compared. Clips/s is counted inside the training loop only (the text tower's sentence vectors are cached before
-it starts), and the ratio 2-process / 1-process is printed.
+Runs alternate (the three kinds in turn) `--repeats` times so load from other processes falls on all; the median
+of each is compared. Clips/s is counted inside the training loop only (the text tower's sentence vectors are cached
+before it starts), and the ratios 2-process / 1-process are printed.
 
-The projection: with t1 and t2 the measured seconds per step on 1 and 2 processes, the per-step cost that did not
-halve is o = t2 - t1 / 2 (gradient all-reduce, feature gathers, work every rank repeats, and here also the loss of
-intra-op threads); assuming the compute splits evenly and o stays as measured, N processes would take
+The projection: with t1 and t2 the measured seconds per step on 1 process (one thread) and on 2 processes (one
+thread each), the per-step cost that did not halve is o = t2 - t1 / 2 (gradient all-reduce, feature gathers, work
+every rank repeats); assuming the compute splits evenly and o stays as measured, N processes would take
 t1 / N + o per step (N >= 2). It is labelled PROJECTION in the output and the record; it is not a measurement, and CPU
 figures say little about GPUs (where compute shrinks and o is mostly the all-reduce).
 
@@ -69,12 +71,16 @@ def run_nodes(args: list[str], env: dict[str, str], nodes: int) -> None:
             raise RuntimeError(f"node {rank} exited {proc.returncode}: {error[-2000:]}")
 
 
-def measure(data: Path, config: str, steps: int, processes: int, launch: str, out: Path) -> dict:
+def measure(data: Path, config: str, steps: int, processes: int, launch: str, out: Path, threads: int = 0) -> dict:
+    """One run; `threads` (1 process only): torch intra-op threads, 0 for torch's default (every core)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     args = ["htcl", "pretrain", "--data", str(data), "--config", config, "--steps", str(steps), "--out", str(out),
             "--device", "cpu", "--set", "train.checkpoint_every=100000", "--set", f"train.warmup_steps={steps}"]
     load = load_average()
     if processes == 1:
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+            args += ["--set", f"train.threads={threads}"]
         run([str(BIN / "tunespace"), *args], env)
     else:
         env["OMP_NUM_THREADS"] = "1"
@@ -86,6 +92,7 @@ def measure(data: Path, config: str, steps: int, processes: int, launch: str, ou
                  "-m", "tunespace", *args], env)
     report = json.loads((out / "train_report.json").read_text())
     return {"config": config, "processes": processes, "launch": "single" if processes == 1 else launch,
+            "run": "2 processes" if processes > 1 else f"1 process, {'1 thread' if threads == 1 else 'all cores'}",
             "threads_per_process": report["threads"], "world_size": report["world_size"],
             "steps": report["steps_run"], "seconds": round(report["seconds"], 2),
             "seconds_per_step": round(report["seconds"] / report["steps_run"], 3),
@@ -125,21 +132,25 @@ def main() -> None:
         rows = []
         for config in args.configs.split(","):
             for repeat in range(args.repeats):
-                for processes in (1, 2):
-                    out = Path(tmp) / f"{config}-{processes}-{repeat}"
-                    rows.append(measure(data, config, args.steps, processes, args.launch, out))
+                for processes, threads in ((1, 0), (1, 1), (2, 1)):
+                    out = Path(tmp) / f"{config}-{processes}-{threads}-{repeat}"
+                    rows.append(measure(data, config, args.steps, processes, args.launch, out, threads))
                     figures["runs"].append(rows[-1])
                     print(rows[-1], flush=True)
                     shutil.rmtree(out, ignore_errors=True)
         frame = pd.DataFrame(rows)
         print(frame.to_string(index=False))
         for config, group in frame.groupby("config", sort=False):
-            median = group.groupby("processes")[["clips_per_s", "seconds_per_step"]].median()
-            ratio = median.loc[2, "clips_per_s"] / median.loc[1, "clips_per_s"]
-            print(f"{config}: median clips/s 1 process {median.loc[1, 'clips_per_s']:.2f}, 2 DDP processes "
-                  f"({args.launch}) {median.loc[2, 'clips_per_s']:.2f}: ratio {ratio:.2f}x")
-            figures["ratio_2_over_1_process"][config] = round(ratio, 3)
-            guess = projection(median.loc[1, "seconds_per_step"], median.loc[2, "seconds_per_step"])
+            median = group.groupby("run")[["clips_per_s", "seconds_per_step"]].median()
+            figures.setdefault("medians", {})[config] = median.to_dict(orient="index")
+            two = median.loc["2 processes"]
+            figures["ratio_2_over_1_process"][config] = {}
+            for baseline in ("1 process, all cores", "1 process, 1 thread"):
+                ratio = two["clips_per_s"] / median.loc[baseline, "clips_per_s"]
+                figures["ratio_2_over_1_process"][config][baseline] = round(ratio, 3)
+                print(f"{config}: median clips/s {baseline} {median.loc[baseline, 'clips_per_s']:.2f}, 2 DDP "
+                      f"processes ({args.launch}, 1 thread each) {two['clips_per_s']:.2f}: ratio {ratio:.2f}x")
+            guess = projection(median.loc["1 process, 1 thread", "seconds_per_step"], two["seconds_per_step"])
             figures["PROJECTION_not_measured"][config] = guess
             print(f"{config}: PROJECTION (arithmetic from the two measured figures, not a measurement): "
                   f"{guess['model']}; o = {guess['overhead_s']} s; speed-up "
