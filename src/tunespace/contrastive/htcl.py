@@ -486,6 +486,11 @@ class BatchMaker:
         return waveforms[rows], lengths[rows]
 
     def _slice(self, count: int) -> slice:
+        """This rank's equal share of `count` rows: an uneven split would drop rows and weigh the ranks unequally."""
+        if count % self.context.world_size:
+            raise ConfigError(f"a step's batch of {count} rows (train.batch_size={self.config.train.batch_size}, fewer "
+                              f"when a source has fewer pairs or listeners) does not split evenly over "
+                              f"{self.context.world_size} processes")
         per_rank = count // self.context.world_size
         return slice(self.context.rank * per_rank, (self.context.rank + 1) * per_rank)
 
