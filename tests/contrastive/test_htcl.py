@@ -399,6 +399,19 @@ def test_history_batches_split_across_ranks_as_one_process_sees_them(corpus, tin
         torch.testing.assert_close(got[half * 2:], positives[mine_rows])
 
 
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused(corpus, tiny_bert, tmp_path):
+    from tunespace.contrastive.htcl import BatchMaker
+
+    config = tiny_config(tiny_bert)
+    _, whole = make_stage(Corpus.load(corpus, config.cutoff), config, DistributedContext(), cache=tmp_path / "cache")
+    third = BatchMaker(whole.bank, config, whole.semantic, whole.preference, DistributedContext(rank=0, world_size=3))
+    with pytest.raises(ConfigError, match="batch of 8 rows .* does not split evenly over 3 processes"):
+        third(0)
+    with pytest.raises(ConfigError, match="catalogue_negatives=5 does not split evenly over 2 processes"):
+        BatchMaker(whole.bank, tiny_config(tiny_bert, preference_sources={"session": {}}, catalogue_negatives=5),
+                   whole.semantic, whole.preference, DistributedContext(rank=0, world_size=2))
+
+
 def test_head_tuning_trains_only_the_head_on_frozen_trunk_features_with_catalogue_draws(corpus, tiny_bert, tmp_path):
     from tunespace.contrastive.htcl import BatchMaker, TrunkFeatures, embed_tracks
 

@@ -109,14 +109,15 @@ def _flat(values: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _resumable(config, saved_path: Path):
-    """The saved run's config, with only train.steps allowed to change (to extend a run); anything else differing
-    would silently train a different model under the old checkpoint, so it is refused."""
+    """The saved run's config, with only train.steps (to extend a run) and train.threads (how this machine runs it,
+    e.g. on another number of processes) allowed to change; anything else differing would silently train a
+    different model under the old checkpoint, so it is refused."""
     from dataclasses import replace
 
     from tunespace.contrastive.htcl import ConfigError, load_config
 
     saved = load_config(saved_path)
-    extended = replace(saved, train=replace(saved.train, steps=config.train.steps))
+    extended = replace(saved, train=replace(saved.train, steps=config.train.steps, threads=config.train.threads))
     if extended != config:
         mine, theirs = _flat(config.to_dict()), _flat(extended.to_dict())
         changed = [key for key in mine if mine[key] != theirs.get(key)]

@@ -33,9 +33,10 @@ from torch.nn import functional as F
 
 from tunespace.contrastive.htcl import ConfigError, Holdout, load_yaml_config
 from tunespace.contrastive.losses import InfoNCE
-from tunespace.contrastive.train import TrainConfig
+from tunespace.contrastive.losses import world_size as ddp_world_size
+from tunespace.contrastive.train import TrainConfig, per_rank_batch
 from tunespace.encoders.clamp import CLaMP2, CLaMP2Config, m3_config
-from tunespace.encoders.clamp_pretrain import M3Pretraining, load_m3
+from tunespace.encoders.clamp_pretrain import M3PretrainConfig, M3Pretraining, corrupt_patches, load_m3
 from tunespace.errors import DatasetNotFoundError, DataValidationError
 from tunespace.io import write_text
 from tunespace.symbolic.corpus import read_corpus_patches
@@ -238,7 +239,7 @@ class ClampBatchMaker:
         for track, language in zip(chosen, languages):
             options = self.bank.captions[language][track]
             texts.append(options[int(rng.integers(0, len(options)))])
-        share = size // self.world_size
+        share = per_rank_batch(size, self.world_size)
         rows = slice(self.rank * share, (self.rank + 1) * share)
         pieces = [self.bank.pieces[fmt][track] for fmt, track in zip(formats[rows], chosen[rows])]
         ids, mask = pad_batch(pieces)
@@ -397,38 +398,65 @@ def load_clamp_run(run: str | Path, device: str | torch.device = "cpu") -> tuple
 
 @dataclass
 class PieceBatch:
-    ids: torch.Tensor
-    mask: torch.Tensor
-    generator: torch.Generator
+    """This rank's rows of a step's pieces, already corrupted (drawn over the global batch, so the corruption does
+    not depend on the number of processes), trimmed to the rows' longest piece."""
+
+    ids: torch.Tensor  # (B, patches, patch_length) the original characters
+    mask: torch.Tensor  # (B, patches)
+    corrupted: torch.Tensor  # ids with the selected patches masked, shuffled or kept
+    selected: torch.Tensor  # (B, patches) bool: the patches to rebuild
 
 
 class M3PretrainStep(M3Pretraining):
     """M3's masked patch reconstruction as a training-loop module: forward(PieceBatch) -> named terms. Its state
-    keys are `M3Pretraining`'s, so `clamp_pretrain.load_m3` reads the checkpoint the loop writes."""
+    keys are `M3Pretraining`'s, so `clamp_pretrain.load_m3` reads the checkpoint the loop writes.
+
+    Under DDP each rank rebuilds its slice of the batch; the character sums of all ranks are added up, so `loss` is
+    the mean over the global batch's characters (its value on every rank), and the gradient is scaled so that DDP's
+    averaging gives the gradient of that mean: N processes take the steps one process takes with the whole batch."""
 
     def __init__(self, config: ClampConfig) -> None:
         super().__init__(m3_config(config.model.size, patch_length=config.model.patch_length,
                                    max_patches=config.model.max_patches, dropout=config.model.dropout))
 
     def forward(self, batch: PieceBatch) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return super().forward(batch.ids, batch.mask, batch.generator)
+        device = next(self.parameters()).device
+        ids, corrupted, mask, selected = (t.to(device) for t in (batch.ids, batch.corrupted, batch.mask,
+                                                                 batch.selected))
+        total, scored, right = self.reconstruction(ids, corrupted, mask, selected)
+        sums = torch.stack([total.detach(), scored, right, selected.sum().to(total.dtype)])
+        ranks = ddp_world_size()
+        if ranks > 1:
+            torch.distributed.all_reduce(sums)
+        count = sums[1].clamp_min(1)
+        loss = (ranks * total - (ranks * total).detach() + sums[0]) / count  # value: global mean; see docstring
+        return {"loss": loss, "char_accuracy": sums[2] / count, "selected_patches": sums[3]}
 
 
 class PieceBatchMaker:
-    """Step -> padded pieces of random training tunes in random formats, plus the step's corruption generator."""
+    """Step -> this rank's slice of the step's pieces (random training tunes in random formats), corrupted as a
+    whole batch by a generator drawn from (seed, step), so every rank and every number of ranks agree on it."""
 
-    def __init__(self, bank: ScoreBank, train_ids: tuple[str, ...], config: ClampConfig) -> None:
+    def __init__(self, bank: ScoreBank, train_ids: tuple[str, ...], config: ClampConfig,
+                 corruption: M3PretrainConfig | None = None, rank: int = 0, world_size: int = 1) -> None:
         self.bank, self.config = bank, config
+        self.corruption = corruption or M3PretrainConfig()
         self.ids = np.asarray(train_ids, dtype=object)
+        self.rank, self.world_size = rank, world_size
 
     def __call__(self, step: int) -> PieceBatch:
         rng = np.random.default_rng([self.config.train.seed, step, 3])
         size = self.config.train.batch_size
         chosen = self.ids[rng.choice(len(self.ids), size=size, replace=False)]
         formats = np.asarray(self.config.data.formats)[rng.integers(0, len(self.config.data.formats), size=size)]
-        ids, mask = pad_batch([self.bank.pieces[fmt][track] for fmt, track in zip(formats, chosen)])
+        ids, mask = (torch.as_tensor(a) for a in
+                     pad_batch([self.bank.pieces[fmt][track] for fmt, track in zip(formats, chosen)]))
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-        return PieceBatch(torch.as_tensor(ids), torch.as_tensor(mask), generator)
+        corrupted, selected = corrupt_patches(ids, mask, self.corruption, generator)
+        share = per_rank_batch(size, self.world_size)
+        rows = slice(self.rank * share, (self.rank + 1) * share)
+        width = int(mask[rows].sum(dim=1).max())  # padding the other ranks' longer pieces need is cut
+        return PieceBatch(ids[rows, :width], mask[rows, :width], corrupted[rows, :width], selected[rows, :width])
 
 
 def pretrain_m3(corpus: str | Path, config: ClampConfig, out: str | Path, resume: bool = False,
@@ -448,7 +476,8 @@ def pretrain_m3(corpus: str | Path, config: ClampConfig, out: str | Path, resume
         prepared.split.save(out)
     torch.manual_seed(config.train.seed)
     model = M3PretrainStep(config).to(context.device)
-    maker = PieceBatchMaker(prepared.bank, prepared.bank.usable(prepared.split.train), config)
+    maker = PieceBatchMaker(prepared.bank, prepared.bank.usable(prepared.split.train), config, model.pretrain,
+                            context.rank, context.world_size)
     return train_loop(model, maker, config.train, out, context, resume=resume, progress=progress,
                       stop_after=stop_after)
 

@@ -463,6 +463,10 @@ class BatchMaker:
         plays = np.ones(len(bank.ids)) if train_plays is None else np.asarray(train_plays, dtype=np.float64)
         self.held_out = np.zeros(len(bank.ids), dtype=bool) if held_out is None else np.asarray(held_out, dtype=bool)
         self.drawable = np.flatnonzero((plays > 0) & ~self.held_out)
+        if config.stage.catalogue_negatives % self.context.world_size:
+            raise ConfigError(f"stage.catalogue_negatives={config.stage.catalogue_negatives} does not split evenly "
+                              f"over {self.context.world_size} processes; use a multiple of "
+                              f"{self.context.world_size}")
         if self.config.stage.catalogue_negatives and len(self.drawable) == 0:
             raise ConfigError("catalogue_negatives > 0, but no track outside the held-out set was played before "
                               "the cutoff")
@@ -482,6 +486,11 @@ class BatchMaker:
         return waveforms[rows], lengths[rows]
 
     def _slice(self, count: int) -> slice:
+        """This rank's equal share of `count` rows: an uneven split would drop rows and weigh the ranks unequally."""
+        if count % self.context.world_size:
+            raise ConfigError(f"a step's batch of {count} rows (train.batch_size={self.config.train.batch_size}, fewer "
+                              f"when a source has fewer pairs or listeners) does not split evenly over "
+                              f"{self.context.world_size} processes")
         per_rank = count // self.context.world_size
         return slice(self.context.rank * per_rank, (self.context.rank + 1) * per_rank)
 

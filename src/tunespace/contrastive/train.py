@@ -4,6 +4,13 @@ Determinism and resume: the objective draws each step's batch from a generator s
 data of step s never depends on what ran before; the checkpoint holds the model, optimizer, scheduler, step and
 torch RNG state (dropout). A run killed after a checkpoint and resumed therefore ends with the same weights as an
 uninterrupted run on CPU. Checkpoints are written atomically (temporary file, then rename).
+
+Across processes and machines: `batch_size` is the GLOBAL batch. Every rank draws the whole batch of step s from
+(seed, s) and keeps its equal slice (`per_rank_batch`), and the losses gather all slices, so the sample stream, the
+step count and the update do not depend on the number of processes. Only rank 0 writes the checkpoint; every rank
+reads it on resume, so the run folder must be one path that every node reads (a shared filesystem), and a resume on
+another number of processes continues the same stream at the same step with the same global batch. What changes
+with the world size is listed in docs/scaling_training.md (dropout masks, float summation order).
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ CHECKPOINT = "last.pt"
 
 class TrainingDivergedError(TunespaceError):
     """Too many consecutive steps gave a non-finite loss or gradient."""
+
+
+class DistributedRunError(TunespaceError, ValueError):
+    """The processes of a run cannot train together as asked (uneven batch split, a checkpoint some cannot read)."""
 
 
 @dataclass
@@ -79,6 +90,17 @@ class DistributedContext:
         return self.rank == 0
 
 
+def per_rank_batch(global_batch: int, world_size: int) -> int:
+    """Rows of each rank's slice of the global batch; refuses a batch that does not split evenly, which would
+    silently drop the remainder rows (and make the run differ from one with another number of processes)."""
+    if global_batch % world_size:
+        lower, upper = global_batch - global_batch % world_size, global_batch + world_size - global_batch % world_size
+        raise DistributedRunError(f"train.batch_size={global_batch} (the global batch) does not split evenly over "
+                                  f"{world_size} processes; use a multiple of {world_size}, e.g. {lower or upper} or "
+                                  f"{upper}")
+    return global_batch // world_size
+
+
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); a 1-process context else."""
     wanted = resolve_device(device)
@@ -121,6 +143,7 @@ def train_loop(model: nn.Module, make_batch: Callable[[int], Any], config: Train
     `stop_after` ends the run early after that many steps of this call (tests use it to simulate a kill).
     """
     context = context or DistributedContext()
+    per_rank_batch(config.batch_size, context.world_size)
     run_dir = Path(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -134,16 +157,26 @@ def train_loop(model: nn.Module, make_batch: Callable[[int], Any], config: Train
         wrapped = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     report = TrainReport()
     start = 0
+    saved_batch = config.batch_size
     checkpoint_path = run_dir / CHECKPOINT
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        saved_batch = int(state.get("train_config", {}).get("batch_size", config.batch_size))
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = report.resumed_from = int(state["step"])
         report.history = list(state.get("history", []))
-        logger.info("resumed from step %d of %s", start, checkpoint_path)
+        saved_world = int(state.get("world_size", 1))
+        logger.info("resumed from step %d of %s (written by %d process(es), now %d)", start, checkpoint_path,
+                    saved_world, context.world_size)
+    if context.world_size > 1:  # before any check one rank alone could fail, so no rank waits for a failed one
+        _check_same_start(start, context, checkpoint_path)
+    if start and saved_batch != config.batch_size:
+        raise DistributedRunError(f"{checkpoint_path}: written with a global batch of {saved_batch}, resumed with "
+                                  f"{config.batch_size}; keep train.batch_size (the global batch) and change only the "
+                                  "number of processes")
     bad_in_a_row = 0
     started = time.perf_counter()
     wrapped.train()
@@ -179,7 +212,8 @@ def train_loop(model: nn.Module, make_batch: Callable[[int], Any], config: Train
         if progress is not None and context.is_main:
             progress(step, values)
         if context.is_main and (step % config.checkpoint_every == 0 or step == config.steps):
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, step, report.history, config)
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, step, report.history, config,
+                            context.world_size)
         if stop_after is not None and report.steps_run >= stop_after:
             break
     report.seconds = time.perf_counter() - started
@@ -188,11 +222,23 @@ def train_loop(model: nn.Module, make_batch: Callable[[int], Any], config: Train
     return report
 
 
+def _check_same_start(start: int, context: DistributedContext, checkpoint_path: Path) -> None:
+    """Refuse to train when the ranks start from different steps: a node that cannot see the checkpoint (a run folder
+    on a local disk instead of a shared one) would start from scratch while the others resume."""
+    steps = [torch.zeros(1, dtype=torch.long, device=context.device) for _ in range(context.world_size)]
+    dist.all_gather(steps, torch.tensor([start], dtype=torch.long, device=context.device))
+    found = [int(s) for s in steps]
+    if len(set(found)) > 1:
+        raise DistributedRunError(f"{checkpoint_path}: the ranks start from different steps ({found}, by rank); "
+                                  "the run folder must be one shared path that every node reads")
+
+
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, step: int, history: list[dict[str, float]],
-                    config: TrainConfig) -> None:
+                    config: TrainConfig, world_size: int = 1) -> None:
+    """Rank 0's state; `world_size` is recorded for the log of a resume (any number of processes may resume it)."""
     state: dict[str, Any] = {"model": trainable_state(model), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(),
-                             "history": history, "train_config": asdict(config)}
+                             "history": history, "train_config": asdict(config), "world_size": world_size}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -117,16 +117,24 @@ class M3Pretraining(nn.Module):
         """Terms for a batch of padded pieces: `loss` (character cross-entropy of the selected patches),
         `char_accuracy` and `selected_patches`. `generator` fixes the corruption."""
         corrupted, selected = corrupt_patches(ids, mask, self.pretrain, generator)
+        total, scored, right = self.reconstruction(ids, corrupted, mask, selected)
+        return {"loss": total / scored.clamp_min(1), "char_accuracy": right / scored.clamp_min(1),
+                "selected_patches": selected.sum().to(total.dtype)}
+
+    def reconstruction(self, ids: torch.Tensor, corrupted: torch.Tensor, mask: torch.Tensor,
+                       selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed character cross-entropy, characters scored, characters right) of the `selected` patches rebuilt
+        from the `corrupted` pieces: sums, so slices of one batch (DDP ranks) add up to the whole batch's mean."""
         features = self.encoder(corrupted, mask)[selected]
         targets = ids[selected]
         logits = self.decoder(features, targets)[:, :-1]
         labels = targets[:, 1:].masked_fill(targets[:, 1:] == PAD_ID, -100)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                                reduction="sum")
         with torch.no_grad():
             scored = labels != -100
-            accuracy = (logits.argmax(dim=-1) == labels)[scored].float().mean()
-        return {"loss": loss, "char_accuracy": accuracy,
-                "selected_patches": selected.sum().to(loss.dtype).detach()}
+            right = (logits.argmax(dim=-1) == labels)[scored].sum().to(total.dtype)
+        return total, scored.sum().to(total.dtype), right
 
 
 def load_m3(path: str | Path, config: M3Config | None = None,
