@@ -190,19 +190,26 @@ class RayExtractor(Extractor):
                            self.config.whole_file_seconds)
         logger.info("Ray: %d blocks, %d %s encoder actors", len(blocks), actors, "GPU" if gpus else "CPU")
         dataset = ray.data.from_items(blocks, override_num_blocks=len(blocks))
-        # Ray Data fuses a task map into the actor map after it when their resources and pool sizes agree: a cap
-        # on decode tasks other than the pool's size keeps decoding in tasks beside CPU actors (GPU actors differ
-        # anyway). They fuse only when the cap equals the pool size: as many actors as CPUs (no CPU is left for a
-        # task, and each actor decodes its own blocks), or one block and one actor.
         dataset = dataset.map_batches(_decode_blocks, fn_kwargs={"spec": spec}, batch_size=1, batch_format="pyarrow",
                                       num_cpus=self.ray_config.decode_cpus,
-                                      compute=TaskPoolStrategy(size=max(1, min(cpus, len(blocks)))))
+                                      compute=TaskPoolStrategy(size=self._decode_tasks(cpus, actors, len(blocks))))
         dataset = dataset.map_batches(
             _Encoder, fn_constructor_kwargs={"config": self.actor_config, "root": str(root),
                                              "factory": self.backend_factory, "threads": self.ray_config.actor_cpus},
             batch_size=1, batch_format="pyarrow", compute=ActorPoolStrategy(size=actors),
             num_cpus=self.ray_config.actor_cpus, num_gpus=1 if gpus else 0)
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+
+    def _decode_tasks(self, cpus: int, actors: int, blocks: int) -> int:
+        """The cap on decode tasks at once. Ray Data fuses a task map into the actor map after it when their
+        resources agree and this cap equals the pool size: then each actor decodes its own blocks. That is what
+        is wanted when the actors leave no CPU for a decode task (which would otherwise wait for ever); otherwise a
+        cap other than the pool size keeps decoding in tasks beside the actors (GPU actors never fuse)."""
+        free = cpus - actors * self.ray_config.actor_cpus
+        if free < self.ray_config.decode_cpus:
+            return actors
+        tasks = max(1, min(int(free // self.ray_config.decode_cpus), blocks))
+        return tasks + 1 if tasks == actors else tasks
 
     def _collect(self, rows: pa.Table, shards: dict[int, _Shard], out: Path, report: ExtractionReport,
                  progress: Callable[[int, float], None] | None) -> None:
