@@ -4,14 +4,15 @@ costs on one CPU, for a scaling plan on paper.
     python bench/extract_engines.py --data CORPUS [--backends mfcc,musicnn-msd] [--tracks N]
 
 For each backend, in one process on this machine:
-- local: `Extractor.run` as `tunespace embed` runs it (2 decode threads, torch on all cores);
+- local: `Extractor.run` as `tunespace embed` runs it (2 decode threads, torch on all cores), and again with torch
+  on one thread (as in a CPU actor: on a loaded machine torch's threads can cost more than they give);
 - ray: `RayExtractor.run` on a local Ray cluster already started (`ray.init()` timed apart as the startup
   overhead), with its default pool (half the CPUs as 1-CPU actors, decode tasks on the rest), then with one actor
   per CPU (decoding fused into the actors, as Ray Data does when no CPU is left for a task); and the fixed cost of
   a Ray run (its actor pool starting, the pipeline) as the time of a one-track run;
 - stages: decoding every file in one process (one CPU), and encoding the decoded audio with torch on one thread
   (what one CPU actor does), in files/s: the inputs of the scaling plan.
-The Ray output is compared with the local one (same ids; largest vector difference). Prints files/s, audio min/s
+The Ray output is compared with both local ones (same ids; bitwise equal or the largest difference). Prints files/s, audio min/s
 and the ratio Ray/local, and writes a provenance record to `--results` (default bench/results).
 """
 
@@ -41,10 +42,17 @@ def rates(report: ExtractionReport, seconds: float, files: int) -> dict[str, flo
             "embedded": report.embedded, "skipped": report.skipped}
 
 
-def timed_run(engine: Extractor, tracks: pd.DataFrame, root: Path, out: Path) -> dict[str, float]:
-    started = time.perf_counter()
-    report = engine.run(tracks, root, out)
-    return rates(report, time.perf_counter() - started, len(tracks))
+def timed_run(engine: Extractor, tracks: pd.DataFrame, root: Path, out: Path,
+              threads: int | None = None) -> dict[str, float]:
+    """One run, with torch on `threads` threads in this process (default: as it is)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        started = time.perf_counter()
+        report = engine.run(tracks, root, out)
+        return rates(report, time.perf_counter() - started, len(tracks))
+    finally:
+        torch.set_num_threads(before)
 
 
 def stages(config: ExtractionConfig, tracks: pd.DataFrame, root: Path) -> dict[str, float]:
@@ -108,23 +116,27 @@ def main() -> None:
             config = ExtractionConfig(backend)
             row: dict[str, dict] = {}
             row["local"] = timed_run(Extractor(config), tracks, args.data, tmp / f"{backend}-local")
+            row["local_1_thread"] = timed_run(Extractor(config), tracks, args.data, tmp / f"{backend}-local-1",
+                                              threads=1)
             row["ray_one_track"] = timed_run(RayExtractor(config), tracks.head(1), args.data, tmp / f"{backend}-one")
             row["ray"] = timed_run(RayExtractor(config), tracks, args.data, tmp / f"{backend}-ray")
             row["ray_actor_per_cpu"] = timed_run(RayExtractor(config, RayConfig(actors=cpus)), tracks, args.data,
                                                  tmp / f"{backend}-ray-all")
             row["ray_vs_local"] = compare(tmp / f"{backend}-local", tmp / f"{backend}-ray")
+            row["ray_vs_local_1_thread"] = compare(tmp / f"{backend}-local-1", tmp / f"{backend}-ray")
             row["stages"] = stages(config, tracks, args.data)
-            for name in ("ray", "ray_actor_per_cpu"):
+            for name in ("local_1_thread", "ray", "ray_actor_per_cpu"):
                 row[name]["ratio_to_local"] = row[name]["files_per_second"] / row["local"]["files_per_second"]
             figures[backend] = row
-            for name in ("local", "ray_one_track", "ray", "ray_actor_per_cpu"):
+            for name in ("local", "local_1_thread", "ray_one_track", "ray", "ray_actor_per_cpu"):
                 r = row[name]
                 ratio = f"  {r['ratio_to_local']:.2f}x local" if "ratio_to_local" in r else ""
                 print(f"{backend:12s} {name:18s} {r['files_per_second']:7.2f} files/s {r['audio_minutes_per_second']:7.2f}"
                       f" audio min/s  {r['seconds']:6.1f} s{ratio}")
             s = row["stages"]
             print(f"{backend:12s} one CPU: decode {s['decode_files_per_second_per_cpu']:.2f} files/s, encode (1 torch "
-                  f"thread) {s['encode_files_per_second_per_cpu']:.2f} files/s; Ray vs local: {row['ray_vs_local']}")
+                  f"thread) {s['encode_files_per_second_per_cpu']:.2f} files/s; Ray vs local: {row['ray_vs_local']}; "
+                  f"vs local on 1 thread: {row['ray_vs_local_1_thread']}")
         started = time.perf_counter()
         ray.shutdown()
         figures["ray_startup"]["shutdown_seconds"] = time.perf_counter() - started
