@@ -118,7 +118,7 @@ class Stop(Exception):
 
 def test_a_stopped_run_resumes_at_its_first_missing_shard_with_either_engine(cluster, tmp_path):
     tracks = corpus(tmp_path, count=12)
-    config = ExtractionConfig("mfcc", batch_size=2, shard_size=5, checkpoint_tracks=2)
+    config = ExtractionConfig("mfcc", batch_size=2, shard_size=5, checkpoint_tracks=2)  # shards of 5, 5 and 2
     one_thread_local(config, tracks, tmp_path, tmp_path / "clean")
 
     def stop_after(count: int):
@@ -131,28 +131,25 @@ def test_a_stopped_run_resumes_at_its_first_missing_shard_with_either_engine(clu
 
         return progress
 
-    # the Ray engine stopped (Ctrl-C at the driver) at its 11th track back, its blocks of at most 2 tracks coming in
-    # any order: at least 9 tracks were filed, which completes a shard, and the last one's shard is not written
-    stopped = tmp_path / "stopped"
+    # the local engine stopped (Ctrl-C) at its 8th track: shard 0 written, shard 1 checkpointed after 2 tracks
+    out = tmp_path / "out"
     with pytest.raises(Stop):
-        RayExtractor(config).run(tracks, tmp_path, stopped, progress=stop_after(11))
-    kept = sorted(stopped.glob("shard-?????.parquet"))
-    assert 0 < len(kept) < 3
+        one_thread_local(config, tracks, tmp_path, out, progress=stop_after(8))
+    assert [p.name for p in out.glob("shard-?????.parquet")] == ["shard-00000.parquet"]
+    assert len(pd.read_parquet(out / "partial-00001.parquet")) == 2
+    # the Ray engine takes over from that checkpoint (7 tracks count as done) and is stopped in turn at its last
+    # track back; its blocks (shard 1's tracks 2-3 and 4, shard 2's 0-1) come back in any order, so the shard of the
+    # last block is not written and the other one is
+    with pytest.raises(Stop):
+        RayExtractor(config).run(tracks, tmp_path, out, progress=stop_after(12))
+    kept = sorted(out.glob("shard-?????.parquet"))
+    assert len(kept) == 2
     written = {p.name: p.stat().st_mtime_ns for p in kept}
     # resumed by an actor per CPU: no CPU is left for decode tasks, so each actor decodes its blocks
-    report = RayExtractor(config, RayConfig(actors=2)).run(tracks, tmp_path, stopped)
-    assert (report.shards_reused, report.shards_written) == (len(kept), 3 - len(kept))
+    report = RayExtractor(config, RayConfig(actors=2)).run(tracks, tmp_path, out)
+    assert (report.shards_reused, report.shards_written) == (2, 1)
     assert {p.name: p.stat().st_mtime_ns for p in kept} == written  # finished shards are not redone
-    same_folders(tmp_path / "clean", stopped)
-    # the local engine stopped mid-shard (a checkpoint of the second shard's first 2 tracks); the Ray engine resumes
-    handed = tmp_path / "handed"
-    with pytest.raises(Stop):
-        one_thread_local(config, tracks, tmp_path, handed, progress=stop_after(8))
-    assert [p.name for p in handed.glob("shard-?????.parquet")] == ["shard-00000.parquet"]
-    assert len(pd.read_parquet(handed / "partial-00001.parquet")) == 2
-    report = RayExtractor(config).run(tracks, tmp_path, handed)
-    assert (report.shards_reused, report.shards_written, report.embedded) == (1, 2, 7)  # 2 restored + 3 + 2 new
-    same_folders(tmp_path / "clean", handed)
+    same_folders(tmp_path / "clean", out)
 
 
 class SlowMfcc(MfccBackend):
