@@ -366,3 +366,12 @@ def test_loaders_count_the_shards_a_grown_manifest_promises():
 
     assert expected_shards({"tracks": 8, "shard_size": 256}) == 1  # a folder that never grew
     assert expected_shards({"tracks": 8, "shard_size": 256, "shards": 2}) == 2  # 5 tracks, then 3 more
+
+
+def test_a_null_audio_path_read_from_parquet_is_no_audio_path(tmp_path):
+    pd.DataFrame({"track_id": ["a"], "audio_path": pd.array([None], dtype="string")}).to_parquet(
+        tmp_path / "tracks.parquet")
+    tracks = pd.read_parquet(tmp_path / "tracks.parquet")
+    assert tracks["audio_path"].iloc[0] is pd.NA
+    Extractor(ExtractionConfig("frame-means"), FrameMeans()).run(tracks, tmp_path, tmp_path / "out")
+    assert load_skipped(tmp_path / "out")["reason"].tolist() == ["no audio_path"]

@@ -31,6 +31,7 @@ from tunespace.cli.htcl import htcl_app
 from tunespace.data.embeddings import ItemEmbeddings, expected_shards
 from tunespace.data.splits import Split, SplitConfig, temporal_split
 from tunespace.encoders.extract import DEFAULT_MIN_SECONDS, ExtractionConfig
+from tunespace.encoders.ray_extract import RayConfig, RayExtractor
 from tunespace.errors import EvaluationFolderError, SplitError, TunespaceError
 from tunespace.evaluation.benchmark import BenchmarkRun, ModelSpec, SeededRuns, accepts, model_specs, run_benchmark
 from tunespace.evaluation.seeds import SplitSeedRuns
@@ -548,6 +549,13 @@ def embed(
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     worker: Annotated[int, typer.Option(help="This worker's index in a distributed run.")] = 0,
     workers: Annotated[int, typer.Option(help="Number of workers sharing the shards.")] = 1,
+    engine: Annotated[str, typer.Option(help="local (this process), or ray: decoding in Ray tasks, the backend in a "
+                                             "pool of Ray actors (the distributed extra).")] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: a running cluster's address (host:port, "
+                                                     "ray://host:port or auto); default: Ray on this machine.")]
+    = None,
+    actors: Annotated[int | None, typer.Option(help="--engine ray: encoder actors (default: one per GPU, else "
+                                                    "half the cluster's CPUs).")] = None,
     list_backends: Annotated[bool, typer.Option("--list", help="List the backends and exit.")] = False,
 ) -> None:
     """Embed every track's audio with a frozen backend: time-averaged vectors in resumable Parquet shards."""
@@ -562,12 +570,22 @@ def embed(
     if backend.startswith("clamp-"):  # scores, not audio: a `clamp train` run's music tower
         _embed_scores(backend, data, out, _parse_options(option or []))
         return
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or actors is not None):
+        raise typer.BadParameter("--address and --actors are for --engine ray")
+    if engine == "ray" and (worker, workers) != (0, 1):
+        raise typer.BadParameter("--engine ray shares the shards across its cluster; --worker/--workers split them "
+                                 "between local engines")
     device = str(resolve_device(device or "auto"))
     config = ExtractionConfig(backend=backend, options=_parse_options(option or []), pooling=pooling,
                               batch_size=batch_size, shard_size=shard_size, device=device,
                               min_seconds=min_seconds, decoder=decoder)
     with needs_extra():  # a backend's optional package (transformers, musicnn...) -> what to install
-        run_extraction(config, data, out, worker, workers)
+        if engine == "ray":
+            run_extraction(config, data, out, ray=RayConfig(address=address, actors=actors))
+        else:
+            run_extraction(config, data, out, worker, workers)
 
 
 def _embed_scores(backend: str, data: Path, out: Path, options: dict[str, object]) -> None:
@@ -587,9 +605,11 @@ def _embed_scores(backend: str, data: Path, out: Path, options: dict[str, object
                   f"{out / 'shard-00000.skipped.parquet'})", soft_wrap=True)
 
 
-def run_extraction(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1) -> None:
+def run_extraction(config: ExtractionConfig, data: Path, out: Path, worker: int = 0, workers: int = 1,
+                   ray: RayConfig | None = None) -> None:
     """Run an extraction with a progress bar in audio minutes per second (a log line every EMBED_LOG_TRACKS tracks
-    or EMBED_LOG_SECONDS seconds when stdout is not a terminal), then summarise what was skipped."""
+    or EMBED_LOG_SECONDS seconds when stdout is not a terminal), then summarise what was skipped. With `ray`, on
+    Ray Data (`tunespace.encoders.ray_extract`): the same shards and records."""
     import contextlib
 
     from tunespace.data.dataset import Dataset
@@ -597,7 +617,7 @@ def run_extraction(config: ExtractionConfig, data: Path, out: Path, worker: int 
     from tunespace.provenance import recorded_run
 
     tracks = Dataset.load_tracks(data)
-    extractor = Extractor(config)
+    extractor = Extractor(config) if ray is None else RayExtractor(config, ray)
     terminal = console.is_terminal
     bar = (Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), console=console, transient=True)
@@ -622,7 +642,9 @@ def run_extraction(config: ExtractionConfig, data: Path, out: Path, worker: int 
 
         record_name = "provenance.json" if workers == 1 else f"provenance-worker-{worker}.json"
         with recorded_run(out / record_name) as record:
-            record["settings"] = {**asdict(config), "data": str(data), "worker": worker, "workers": workers}
+            record["settings"] = {**asdict(config), "data": str(data), "worker": worker, "workers": workers,
+                                  "engine": "local" if ray is None else "ray",
+                                  **({"ray": asdict(ray)} if ray is not None else {})}
             report = extractor.run(tracks, data, out, worker=worker, workers=workers, progress=advance)
             record["figures"] = {**asdict(report), "audio_minutes_per_second": report.audio_minutes_per_second}
     skipped = load_skipped(out)

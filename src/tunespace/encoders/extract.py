@@ -59,6 +59,7 @@ SKIPPED_COLUMNS = ["track_id", "audio_path", "kind", "reason"]
 DEFAULT_MIN_SECONDS = 0.5
 # Manifest keys added after output folders already existed: an older manifest without one is not refused for it.
 LATER_MANIFEST_KEYS = ("min_seconds", "decoder")
+NO_AUDIO_PATH = "no audio_path"  # the reason recorded for a row without a path
 
 
 class ExtractionError(TunespaceError):
@@ -104,6 +105,18 @@ class ExtractionReport:
     @property
     def audio_minutes_per_second(self) -> float:
         return self.audio_seconds / 60.0 / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class EmbeddedTracks:
+    """What a run of tracks gave: the embedded ids and vectors in catalogue order, the skipped rows in the order they
+    finished, the audio seconds of every finished track (embedded or skipped) and of the embedded ones."""
+
+    ids: list[str]
+    vectors: list[np.ndarray]
+    skipped: list[dict[str, str]]
+    durations: dict[str, float]
+    seconds: float
 
 
 class _Track:
@@ -183,33 +196,55 @@ class Extractor:
         if not 0 <= worker < workers:
             raise ExtractionError(f"worker {worker} is not in [0, {workers})")
         root, out = Path(root), Path(out)
-        _require_columns(tracks, root, source)
-        tracks = tracks.reset_index(drop=True)
-        layout = self._prepare(tracks, out)
+        parts = self._plan(tracks, root, out, source)
         report = ExtractionReport()
         self.skipped_so_far = 0
         started = time.perf_counter()
-        plan = _shard_plan(layout["batch"].tolist(), self.config.shard_size)
-        ordered = _in_layout_order(tracks, layout)
-        for shard in range(worker, len(plan), workers):
-            part = ordered.iloc[plan[shard][0]:plan[shard][1]]
-            if shard_path(out, shard).exists():
-                partial_path(out, shard).unlink(missing_ok=True)
-                report.shards_reused += 1
-                if skipped_path(out, shard).exists():
-                    self.skipped_so_far += pq.read_metadata(skipped_path(out, shard)).num_rows
-                if progress is not None:
-                    progress(len(part), 0.0)
+        for shard in range(worker, len(parts), workers):
+            part = parts[shard]
+            if self._reuse(out, shard, len(part), report, progress):
                 continue
-            embedded, skipped, seconds = self._embed_shard(part, root, progress, partial_path(out, shard))
-            self._write_shard(out, shard, embedded, skipped)
-            partial_path(out, shard).unlink(missing_ok=True)
-            report.shards_written += 1
-            report.embedded += len(embedded[0])
-            report.skipped += len(skipped)
-            report.audio_seconds += seconds
+            done = self._embed_shard(part, root, progress, partial_path(out, shard))
+            self._finish_shard(out, shard, done, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def embed_decoded(self, part: pd.DataFrame, root: str | Path,
+                      decoded: Iterable[tuple[int, Iterable[np.ndarray], str | None]]) -> EmbeddedTracks:
+        """Embed tracks decoded elsewhere (the Ray engine's decode tasks) as `run` embeds them: `decoded` gives
+        (position in `part`, segments, problem) in order; nothing is checkpointed and the last batch ends with
+        `part`, so a part that `run` would close a batch after gives the same batches, hence the same vectors."""
+        return self._embed_shard(part, Path(root), None, None, decoded)
+
+    def _plan(self, tracks: pd.DataFrame, root: Path, out: Path, source: str | None) -> list[pd.DataFrame]:
+        """Check the table, prepare the folder (manifest, catalogue) and cut its tracks into the shards' rows."""
+        _require_columns(tracks, root, source)
+        tracks = tracks.reset_index(drop=True)
+        layout = self._prepare(tracks, out)
+        ordered = _in_layout_order(tracks, layout)
+        return [ordered.iloc[start:stop] for start, stop in _shard_plan(layout["batch"].tolist(),
+                                                                         self.config.shard_size)]
+
+    def _reuse(self, out: Path, shard: int, size: int, report: ExtractionReport,
+               progress: Callable[[int, float], None] | None) -> bool:
+        """A shard already on disk is counted as reused (its stale checkpoint removed); False if it is missing."""
+        if not shard_path(out, shard).exists():
+            return False
+        partial_path(out, shard).unlink(missing_ok=True)
+        report.shards_reused += 1
+        if skipped_path(out, shard).exists():
+            self.skipped_so_far += pq.read_metadata(skipped_path(out, shard)).num_rows
+        if progress is not None:
+            progress(size, 0.0)
+        return True
+
+    def _finish_shard(self, out: Path, shard: int, done: EmbeddedTracks, report: ExtractionReport) -> None:
+        self._write_shard(out, shard, (done.ids, done.vectors), done.skipped)
+        partial_path(out, shard).unlink(missing_ok=True)
+        report.shards_written += 1
+        report.embedded += len(done.ids)
+        report.skipped += len(done.skipped)
+        report.audio_seconds += done.seconds
 
     def _prepare(self, tracks: pd.DataFrame, out: Path) -> pd.DataFrame:
         """Check (or write) the manifest and return the folder's layout: its tracks in shard order with a `batch`
@@ -286,12 +321,15 @@ class Extractor:
             pq.write_table(table, tmp)
 
     def _decode(self, path: Path) -> Iterable[np.ndarray]:
-        """Short files are decoded whole (in a prefetch thread); long ones come back as a lazy stream."""
-        segments = stream_segments(path, self.backend.sample_rate, self.segment_samples, self.decoder)
-        return segments if audio_seconds(path, self.decoder) > self.config.whole_file_seconds else list(segments)
+        return decode_track(path, self.backend.sample_rate, self.segment_samples, self.decoder,
+                            self.config.whole_file_seconds)
 
     def _embed_shard(self, part: pd.DataFrame, root: Path, progress: Callable[[int, float], None] | None,
-                     partial: Path) -> tuple[tuple[list[str], list[np.ndarray]], list[dict[str, str]], float]:
+                     partial: Path | None,
+                     decoded: Iterable[tuple[int, Iterable[np.ndarray], str | None]] | None = None
+                     ) -> EmbeddedTracks:
+        """Embed a shard's tracks, resuming from and saving to the checkpoint `partial` (None: neither); `decoded`
+        gives the tracks already decoded (default: decoded here, ahead, by background threads)."""
         state: dict[int, _Track] = {}
         batch: list[tuple[int, np.ndarray]] = []
         rows = list(part[["track_id", "audio_path"]].itertuples(index=False))
@@ -301,7 +339,7 @@ class Extractor:
         durations: dict[str, float] = {}  # audio seconds of every finished track, for the checkpoint
         seconds = 0.0
         start = 0
-        restored = self._restore(partial, rows)
+        restored = self._restore(partial, rows) if partial is not None else None
         if restored is not None:
             done_ids, vectors, skipped, durations = restored
             start = len(done_ids) + len(skipped)
@@ -333,7 +371,8 @@ class Extractor:
                     progress(1, track.samples / self.backend.sample_rate)
 
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-            for position, source, problem in self._prefetched(rows, root, pool, start):
+            tracks = self._prefetched(rows, root, pool, start) if decoded is None else decoded
+            for position, source, problem in tracks:
                 track = state[position] = _Track(self.backend.dim)
                 track.error = problem
                 try:
@@ -351,8 +390,9 @@ class Extractor:
                     track.error = str(error)
                 track.ended = True
                 finished = position + 1
-                if finished < len(rows) and (finished % self.config.checkpoint_tracks == 0
-                                             or time.perf_counter() - saved >= self.config.checkpoint_seconds):
+                if partial is not None and finished < len(rows) and (
+                        finished % self.config.checkpoint_tracks == 0
+                        or time.perf_counter() - saved >= self.config.checkpoint_seconds):
                     flush()  # every track so far is finished: nothing in flight crosses the checkpoint
                     self._checkpoint(partial, done_ids, vectors, skipped, durations)
                     saved = time.perf_counter()
@@ -361,7 +401,7 @@ class Extractor:
             flush()
         order = {str(t): i for i, t in enumerate(part["track_id"])}
         ranked = sorted(range(len(done_ids)), key=lambda i: order[done_ids[i]])
-        return ([done_ids[i] for i in ranked], [vectors[i] for i in ranked]), skipped, seconds
+        return EmbeddedTracks([done_ids[i] for i in ranked], [vectors[i] for i in ranked], skipped, durations, seconds)
 
     def _checkpoint(self, partial: Path, ids: list[str], vectors: list[np.ndarray], skipped: list[dict[str, str]],
                     durations: dict[str, float]) -> None:
@@ -411,8 +451,8 @@ class Extractor:
             if position is None:
                 return
             path = rows[position].audio_path
-            if path is None or (isinstance(path, float) and np.isnan(path)) or str(path) == "":
-                ahead.append((position, None, "no audio_path"))
+            if not has_audio_path(path):
+                ahead.append((position, None, NO_AUDIO_PATH))
             else:
                 ahead.append((position, pool.submit(self._decode, root / str(path)), None))
 
@@ -490,6 +530,20 @@ def extract_embeddings(tracks: pd.DataFrame, root: str | Path, out: str | Path, 
     return Extractor(config).run(tracks, root, out, worker=worker, workers=workers, progress=progress)
 
 
+def decode_track(path: Path, sample_rate: int, segment_samples: int, decoder: str,
+                 whole_file_seconds: float) -> Iterable[np.ndarray]:
+    """A track's segments: a short file decoded whole (a list), a longer one as a lazy stream. Raises
+    AudioDecodeError for a file that cannot be read (the stream may raise it after some segments)."""
+    segments = stream_segments(path, sample_rate, segment_samples, decoder)
+    return segments if audio_seconds(path, decoder) > whole_file_seconds else list(segments)
+
+
+def has_audio_path(path: object) -> bool:
+    """False for a row whose audio_path is missing (None, NaN, pd.NA as a Parquet null reads) or empty: it is skipped
+    as NO_AUDIO_PATH."""
+    return not (path is None or (not isinstance(path, str) and bool(pd.isna(path))) or str(path) == "")
+
+
 def _identity(tracks: pd.DataFrame) -> pd.DataFrame:
     """What identifies each track's audio: track_id, audio_path and any file size/mtime columns, as text."""
     columns = ["track_id", "audio_path", *(c for c in FILE_IDENTITY_COLUMNS if c in tracks.columns)]
@@ -542,5 +596,5 @@ def _kind(reason: str, path: str) -> str:
     return text.split(" (")[0].split(":")[0].strip()
 
 
-__all__ = ["ExtractionConfig", "ExtractionError", "ExtractionReport", "Extractor", "extract_embeddings",
-           "load_skipped"]
+__all__ = ["EmbeddedTracks", "ExtractionConfig", "ExtractionError", "ExtractionReport", "Extractor", "decode_track",
+           "extract_embeddings", "has_audio_path", "load_skipped"]
