@@ -27,6 +27,7 @@ EXTRAS: dict[str, str] = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "hypothesis": "test",
+    "ray": "distributed",
 }
 # modules no extra installs, with the command that does (the Makefile's way)
 NO_DEPS: dict[str, str] = {
