@@ -189,7 +189,9 @@ def evaluate_users(train: ds.Dataset, items: ItemSpace, truth: pd.DataFrame, use
         lo = np.searchsorted(truth_users, block[0], side="left")
         hi = np.searchsorted(truth_users, block[-1], side="right")
         local = np.searchsorted(block, truth_users[lo:hi])
-        relevant = pairs_to_csr(local, items.index_of(truth_items[lo:hi], "truth pairs"), len(block), n_items)
+        mine = block[local] == truth_users[lo:hi]  # users between the block's ids may be left out of it
+        relevant = pairs_to_csr(local[mine], items.index_of(truth_items[lo:hi][mine], "truth pairs"), len(block),
+                                n_items)
         vectors = knn_user_vectors(seen, items.vectors)
         if retriever is None:
             def score(chosen: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None,
