@@ -225,30 +225,33 @@ def _result(name: str, ks: tuple[int, ...], per_user: pd.DataFrame, lists: np.nd
                             lists=lists, n_items=n_items)
 
 
-def _setting(split: ScaleSplit, embeddings: ItemEmbeddings, part: str, users: np.ndarray | None
-             ) -> tuple[ItemSpace, pd.DataFrame, np.ndarray]:
+def _setting(split: ScaleSplit, part: str, users: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The truth pairs of `part` and the users to evaluate (all of them, or those of `users` among them)."""
     if part not in ("validation", "test"):
         raise ScaleEvaluationError(f"part must be validation or test (the warm pairs), got {part!r}")
-    items = ItemSpace.of(split.items[:split.n_warm_items], embeddings)
     truth = split.part(part)
     evaluated = np.unique(truth["user_id"].to_numpy(np.int64))
     if users is not None:
         evaluated = np.intersect1d(evaluated, np.asarray(users, dtype=np.int64))
     if len(evaluated) == 0:
         raise ScaleEvaluationError(f"no {part} users to evaluate")
-    return items, truth, evaluated
+    return truth, evaluated
 
 
-def evaluate_partitioned(split: ScaleSplit, embeddings: ItemEmbeddings, part: str = "test",
+def evaluate_partitioned(split: ScaleSplit, embeddings: ItemEmbeddings | None, part: str = "test",
                          config: ScaleEvalConfig = ScaleEvalConfig(), users: np.ndarray | None = None,
                          retriever: Retriever | None = None, progress: Callable[[int], None] | None = None,
                          items: ItemSpace | None = None) -> EvaluationResult:
     """Content KNN on `split`'s warm `part` by full ranking over the train catalogue (or `retriever`'s candidates),
-    in one process. `users` restricts it to those ids; `items` reuses a catalogue already built."""
-    space, truth, evaluated = _setting(split, embeddings, part, users)
-    space = items or space
-    per_user, lists = evaluate_users(split.train(), space, truth, evaluated, config, retriever, progress)
-    return _result("knn", config.ks, per_user, lists, len(space.ids))
+    in one process. `users` restricts it to those ids; `items` (the train catalogue's `ItemSpace`, built once by a
+    caller that also indexes it) replaces `embeddings`."""
+    truth, evaluated = _setting(split, part, users)
+    if items is None:
+        if embeddings is None:
+            raise ScaleEvaluationError("give the item embeddings (or the ItemSpace built from them)")
+        items = ItemSpace.of(split.items[:split.n_warm_items], embeddings)
+    per_user, lists = evaluate_users(split.train(), items, truth, evaluated, config, retriever, progress)
+    return _result("knn", config.ks, per_user, lists, len(items.ids))
 
 
 def _ray_task(folder: str, ids: np.ndarray, vectors: np.ndarray, truth: pd.DataFrame, users: np.ndarray,
@@ -271,7 +274,8 @@ def evaluate_partitioned_ray(split: ScaleSplit, embeddings: ItemEmbeddings, part
         import ray
     if tasks < 1:
         raise ScaleEvaluationError(f"tasks must be at least 1, got {tasks}")
-    items, truth, evaluated = _setting(split, embeddings, part, users)
+    truth, evaluated = _setting(split, part, users)
+    items = ItemSpace.of(split.items[:split.n_warm_items], embeddings)
     if not ray.is_initialized():
         ray.init(num_cpus=max(tasks * cpus_per_task, 1), include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=cpus_per_task)(_ray_task)
