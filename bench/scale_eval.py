@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,7 @@ class TreeSampler:
             self.peak = max(self.peak, _tree_rss(os.getpid()))
             self._stop.wait(self.every)
 
-    def __enter__(self) -> TreeSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -10,8 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from tunespace.data.embeddings import ItemEmbeddings
-from tunespace.data.scale import (EMBEDDINGS_FILE, INTERACTIONS_DIR, ScaleLogConfig, ScaleLogError, ScaleSplit,
-                                  generate_log, interaction_dataset, scale_split)
+from tunespace.data.scale import (
+    EMBEDDINGS_FILE,
+    INTERACTIONS_DIR,
+    ScaleLogConfig,
+    ScaleLogError,
+    ScaleSplit,
+    generate_log,
+    interaction_dataset,
+    scale_split,
+)
 from tunespace.data.schema import INTERACTIONS, validate_table
 from tunespace.data.splits import SplitConfig, temporal_split
 from tunespace.errors import DataValidationError, SplitError

@@ -10,13 +10,23 @@ import pytest
 
 from tunespace.data.catalog import IdMap
 from tunespace.data.embeddings import ItemEmbeddings
-from tunespace.data.scale import (EMBEDDINGS_FILE, INTERACTIONS_DIR, ScaleLogConfig, ScaleSplit, generate_log,
-                                  scale_split)
+from tunespace.data.scale import (
+    EMBEDDINGS_FILE,
+    INTERACTIONS_DIR,
+    ScaleLogConfig,
+    ScaleSplit,
+    generate_log,
+    scale_split,
+)
 from tunespace.data.schema import INTERACTIONS, validate_table
 from tunespace.data.splits import SplitConfig, temporal_split
 from tunespace.evaluation.evaluate import evaluate
-from tunespace.evaluation.scale import (ScaleEvalConfig, ScaleEvaluationError, evaluate_partitioned,
-                                        evaluate_partitioned_ray)
+from tunespace.evaluation.scale import (
+    ScaleEvalConfig,
+    ScaleEvaluationError,
+    evaluate_partitioned,
+    evaluate_partitioned_ray,
+)
 from tunespace.recommenders.knn import ContentKNN
 
 LOG = ScaleLogConfig(tracks=1500, users=240, interactions=30_000, item_clusters=30, genres=5, rows_per_part=9000,

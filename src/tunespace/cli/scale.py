@@ -88,8 +88,7 @@ def evaluate_log(
 
     from tunespace.data.embeddings import ItemEmbeddings
     from tunespace.data.scale import ScaleSplit
-    from tunespace.evaluation.scale import (ItemSpace, ScaleEvalConfig, evaluate_partitioned,
-                                            evaluate_partitioned_ray)
+    from tunespace.evaluation.scale import ItemSpace, ScaleEvalConfig, evaluate_partitioned, evaluate_partitioned_ray
     from tunespace.io import write_parquet, write_text
     from tunespace.provenance import recorded_run
 
