@@ -470,3 +470,37 @@ def test_broadcast_scorer_exclusion_is_per_user():
 
     got = top_k(broadcast, np.arange(3), 4, 2, exclude=exclude)
     assert got.items.tolist() == [[3, 2], [3, 2], [2, 1]]
+
+
+# ---------------------------------------------------------------- re-ranking candidates
+
+def test_ranking_candidates_orders_as_top_k_does_with_ties_demotion_and_exclusion():
+    """Scores from a few integer values (many ties); with every item a candidate, in a shuffled order per row,
+    `rank_candidates` must give top_k's lists; with a subset, top_k restricted to that subset."""
+    from tunespace.evaluation.ranking import rank_candidates
+
+    rng = np.random.default_rng(1)
+    n_users, n_items, k = 30, 40, 12
+    scores = rng.integers(-3, 4, (n_users, n_items)).astype(np.float32)
+    exclude = sp.random(n_users, n_items, density=0.2, format="csr", random_state=2)
+    demote = sp.random(n_users, n_items, density=0.2, format="csr", random_state=3)
+    for matrix in (exclude, demote):
+        matrix.data[:] = 1
+    expected = top_k(table_scorer(scores), np.arange(n_users), n_items, k, exclude=exclude, demote=demote)
+    columns = np.stack([rng.permutation(n_items) for _ in range(n_users)])
+    rows = np.arange(n_users)[:, None]
+    candidate_scores = np.where(exclude.toarray()[rows, columns] > 0, -np.inf, scores[rows, columns])
+    demoted = demote.toarray()[rows, columns] > 0
+    got = rank_candidates(torch.from_numpy(candidate_scores.astype(np.float32)), torch.from_numpy(columns),
+                          torch.from_numpy(demoted), k)
+    np.testing.assert_array_equal(got.items, expected.items)
+    np.testing.assert_array_equal(got.scores, expected.scores)
+    few = columns[:, :8].copy()
+    few[:, -1] = -1  # an empty slot
+    kept = np.full((n_users, n_items), -np.inf, dtype=np.float32)
+    kept[rows, few[:, :-1]] = scores[rows, few[:, :-1]]
+    expected = top_k(table_scorer(kept), np.arange(n_users), n_items, k, exclude=exclude, demote=demote)
+    got = rank_candidates(torch.from_numpy(np.take_along_axis(candidate_scores, np.arange(8)[None].repeat(
+        n_users, 0), 1).astype(np.float32)), torch.from_numpy(few), torch.from_numpy(demoted[:, :8]), k)
+    np.testing.assert_array_equal(got.items, expected.items)
+    assert (got.items[:, 7:] == -1).all()

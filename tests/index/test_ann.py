@@ -178,3 +178,19 @@ def test_the_package_imports_without_faiss():
             "tunespace.cli.search; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_candidates_are_the_rows_search_returns(kind):
+    """`candidates` gives row positions (what an evaluation re-ranks), in the order `search` gives ids; asked for
+    more than the catalogue it returns every row (HNSW scans its storage)."""
+    items = clustered(600, 16, 6, seed=4)
+    index = EmbeddingIndex.build(embeddings_of(items), kind=kind)
+    queries = items[:5] + 0.1
+    rows = index.candidates(queries, 30)
+    assert rows.shape == (5, 30) and rows.dtype == np.int64
+    assert [[f"t{r}" for r in row] for row in rows] == [[h.item_id for h in row] for row in index.search(queries, 30)]
+    every = index.candidates(queries, 10_000)
+    assert every.shape == (5, 600) and all(sorted(row) == list(range(600)) for row in every)
+    with pytest.raises(IndexConfigError, match="n must be at least 1"):
+        index.candidates(queries, 0)

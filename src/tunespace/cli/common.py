@@ -49,6 +49,20 @@ def training_progress(name: str, total: int, enabled: bool = True) -> Iterator[C
         yield advance
 
 
+def parse_ks(values: str) -> list[int]:
+    """`--k 10,50` -> [10, 50]; a value that is not an integer is a usage error naming it."""
+    ks = []
+    for value in values.split(","):
+        if not value.strip():
+            continue
+        try:
+            ks.append(int(value))
+        except ValueError as error:
+            raise typer.BadParameter(f"--k takes comma-separated integers such as 10,50; {value.strip()!r} in "
+                                     f"{values!r} is not one") from error
+    return ks
+
+
 def show(frame: pd.DataFrame, title: str) -> None:
     """A frame as a terminal table, its cells as plain text (labels such as knn[mfcc] are not markup)."""
     table = Table(title=title)

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tunespace.cli.common import console
 from tunespace.cli.common import embedding_sets as _embedding_sets
+from tunespace.cli.common import parse_ks as _ks
 from tunespace.cli.common import parse_options as _parse_options
 from tunespace.cli.common import show as _show
 from tunespace.cli.common import show_tests as _show_tests
@@ -50,20 +51,6 @@ COLLABORATIVE_MODELS = "popularity,itemknn,ease"
 DEMO_BACKENDS = ("mfcc", "musicnn-msd")
 EMBED_LOG_TRACKS = 100  # `tunespace embed` without a terminal: a log line every this many tracks...
 EMBED_LOG_SECONDS = 30.0  # ...or this many seconds
-
-
-def _ks(values: str) -> list[int]:
-    """`--k 10,50` -> [10, 50]; a value that is not an integer is a usage error naming it."""
-    ks = []
-    for value in values.split(","):
-        if not value.strip():
-            continue
-        try:
-            ks.append(int(value))
-        except ValueError as error:
-            raise typer.BadParameter(f"--k takes comma-separated integers such as 10,50; {value.strip()!r} in "
-                                     f"{values!r} is not one") from error
-    return ks
 
 
 def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int], None]]:
@@ -1169,3 +1156,8 @@ app.add_typer(index_app, name="index")
 app.command(name="search")(search)
 app.command(name="serve")(serve)
 app.command(name="pretrain-pairs")(pretrain_pairs)
+from tunespace.cli.scale import evaluate_log, split_log, synth_log
+
+app.command(name="synth-log")(synth_log)
+app.command(name="split-log")(split_log)
+app.command(name="evaluate-log")(evaluate_log)

@@ -67,6 +67,12 @@ class SplitConfig:
         if test_end is not None and test_end <= test_start:
             raise SplitError(f"test_end {self.test_end} is not after test_start {test_start.date()}")
 
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp | None, pd.Timestamp, pd.Timestamp | None]:
+        """(cutoff, train_start, test_start, test_end) as UTC timestamps (None where open), for splitters that
+        filter the log themselves (the partitioned one in `tunespace.data.scale`)."""
+        cutoff = _timestamp(self.cutoff)
+        return cutoff, _timestamp(self.train_start), _timestamp(self.test_start) or cutoff, _timestamp(self.test_end)
+
 
 @dataclass
 class Split:
@@ -205,14 +211,19 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["user_id", "timestamp", "track_id"]).reset_index(drop=True)
 
 
+def validation_user_ids(test_users: np.ndarray, config: SplitConfig) -> set[str]:
+    """The test-window users (distinct ids, any order) that `config.seed` sends to validation: a seeded permutation
+    of the ids sorted as strings, so the partition depends on the ids alone, whatever reads the log."""
+    ordered = np.sort(np.asarray(test_users).astype(str))
+    order = np.random.default_rng(config.seed).permutation(len(ordered))
+    return set(ordered[order[:int(round(config.validation_ratio * len(ordered)))]])
+
+
 def partitioned(config: SplitConfig, users: IdMap, warm_items: IdMap, train: pd.DataFrame, warm: pd.DataFrame,
                 cold: pd.DataFrame, base_stats: dict[str, int]) -> Split:
     """The split whose test-window users (of the warm and cold pairs together, sorted by id) are partitioned into
     validation and test by `config.seed`: the one rule both `temporal_split` and `Split.repartitioned` use."""
-    test_users = np.sort(pd.unique(pd.concat([warm["user_id"], cold["user_id"]])).astype(str))
-    order = np.random.default_rng(config.seed).permutation(len(test_users))
-    n_validation = int(round(config.validation_ratio * len(test_users)))
-    validation_users = set(test_users[order[:n_validation]])
+    validation_users = validation_user_ids(pd.unique(pd.concat([warm["user_id"], cold["user_id"]])), config)
     to_validation = {name: frame["user_id"].isin(validation_users) for name, frame in
                      (("warm", warm), ("cold", cold))}
     cold_items = np.sort(pd.unique(cold["track_id"]).astype(str))

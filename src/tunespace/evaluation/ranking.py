@@ -187,3 +187,34 @@ def top_k(
         if progress is not None:
             progress(batch)
     return TopK(items=out_items, scores=out_scores)
+
+
+def rank_candidates(scores: torch.Tensor, columns: torch.Tensor, demoted: torch.Tensor, k: int) -> TopK:
+    """Top-`k` of each row's own candidate items, ranked as `top_k` ranks the whole catalogue: score first, demoted
+    items last among equals, then lower item index first. For re-ranking what an approximate index retrieved.
+
+    scores: (B, C) float32, -inf for a candidate never to recommend (a seen item); columns: (B, C) int64 item
+    indices, distinct per row, -1 for an empty slot; demoted: (B, C) bool. With every item a candidate the lists
+    equal `top_k`'s for the same scores."""
+    if k < 1:
+        raise RankingError(f"k must be at least 1, got {k}")
+    if scores.shape != columns.shape or scores.shape != demoted.shape:
+        raise RankingError(f"scores {tuple(scores.shape)}, columns {tuple(columns.shape)} and demoted "
+                           f"{tuple(demoted.shape)} must have one shape")
+    if torch.isnan(scores).any():
+        raise RankingError("candidate scores hold NaN")
+    if columns.numel() and int(columns.max()) >= MAX_ITEMS:
+        raise RankingError(f"item index beyond the {MAX_ITEMS} that tie ranks can hold")
+    empty = columns < 0
+    scores = scores.masked_fill(empty, float("-inf"))
+    keys = _pack(scores, columns.clamp_min(0), demoted)
+    width = min(k, scores.shape[1])
+    best_keys, order = keys.topk(width, dim=1)
+    best_items = columns.gather(1, order)
+    valid = best_keys != _EXCLUDED
+    items = np.full((len(scores), k), -1, dtype=np.int64)
+    out_scores = np.full((len(scores), k), -np.inf, dtype=np.float32)
+    items[:, :width] = torch.where(valid, best_items, -1).cpu().numpy()
+    ordered = torch.div(best_keys, 2**31, rounding_mode="floor")
+    out_scores[:, :width] = torch.where(valid, _float_of_ordered(ordered), float("-inf")).cpu().numpy()
+    return TopK(items=items, scores=out_scores)

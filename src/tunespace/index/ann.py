@@ -229,6 +229,17 @@ class EmbeddingIndex:
         """The item's unit vector as the index holds it (decoded from its codes for IVF-PQ, so approximate)."""
         return np.asarray(self._index.reconstruct(self.row(item_id)), dtype=np.float32)
 
+    def candidates(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """Rows (the positions of `ids`) of the `n` items nearest each query, best first, -1 where the index found
+        fewer: the raw candidate lists an evaluation re-ranks by exact scores (no exclusion, no Hit objects)."""
+        if n < 1:
+            raise IndexConfigError(f"n must be at least 1, got {n}")
+        queries = normalised(queries, "query")
+        if queries.shape[1] != self.dim:
+            raise DataValidationError("query", f"a {queries.shape[1]}-d query cannot search a {self.dim}-d index")
+        _, rows = self._raw_search(queries, min(n, len(self)), self.params.get("nprobe", 0))
+        return np.asarray(rows, dtype=np.int64)
+
     def search(self, queries: np.ndarray, k: int,
                exclude: Sequence[Collection[str]] | None = None) -> list[list[Hit]]:
         """The `k` items most similar to each query row, best first, skipping that query's `exclude` ids (ids the

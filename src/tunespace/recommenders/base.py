@@ -249,7 +249,7 @@ def train_item_vectors(model: str, items: IdMap, embeddings: ItemEmbeddings | No
     the embedded items and applied."""
     if embeddings is None:
         raise ModelConfigError(f"{model}: give the item embeddings to {purpose} (embeddings=ItemEmbeddings)")
-    placed = np.isin(items.ids, embeddings.ids)
+    placed = pd.Index(items.ids).isin(embeddings.ids)  # hashed: np.isin on object arrays takes minutes at 1M
     if not placed.all():
         logger.warning("%s: %d of %d items have no embedding; they are never recommended", model, (~placed).sum(),
                        len(placed))
@@ -267,7 +267,8 @@ def new_item_vectors(model: str, ids: np.ndarray, embeddings: ItemEmbeddings | N
     through the train catalogue's `standardiser` when the model has one."""
     if embeddings is None:
         raise ModelConfigError(f"{model}: give the embeddings of the new items to place them by content")
-    vectors, placed = embeddings.aligned(IdMap(ids, name="track_id"), missing="zero"), np.isin(ids, embeddings.ids)
+    vectors = embeddings.aligned(IdMap(ids, name="track_id"), missing="zero")
+    placed = pd.Index(ids).isin(embeddings.ids)
     return (vectors if standardiser is None else standardiser(vectors, placed)), placed
 
 
