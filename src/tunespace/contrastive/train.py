@@ -10,7 +10,7 @@ Across processes and machines: `batch_size` is the GLOBAL batch. Every rank draw
 step count and the update do not depend on the number of processes. Only rank 0 writes the checkpoint; every rank
 reads it on resume, so the run folder must be one path that every node reads (a shared filesystem), and a resume on
 another number of processes continues the same stream at the same step with the same global batch. What changes
-with the world size is listed in docs/scaling_training.md (dropout masks, float summation order).
+with the world size is listed in docs/scaling.md (dropout masks, float summation order).
 """
 
 from __future__ import annotations
