@@ -98,7 +98,8 @@ def synthetic_problem(n_users: int, n_items: int, dim: int, seen_per_user: int, 
                           "track_id": items.ids[picks[:, seen_per_user:].ravel()]})
     matrix = InteractionMatrix.from_frame(train, users, items)
     vectors = rng.standard_normal((n_items, dim)).astype(np.float32)
-    model = ContentKNN(embeddings=ItemEmbeddings(ids=items.ids, vectors=vectors), device="cpu").fit(matrix)
+    model = ContentKNN(embeddings=ItemEmbeddings(ids=items.ids, vectors=vectors), device="cpu",
+                       standardize=False).fit(matrix)  # the raw cosine, as the peer loops compute it
     return model, truth
 
 

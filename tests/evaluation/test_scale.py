@@ -53,7 +53,7 @@ def exact(setting):
 
 def test_per_user_metrics_equal_the_in_memory_evaluation(setting, exact):
     _, memory, embeddings = setting
-    model = ContentKNN(embeddings=embeddings, device="cpu").fit(memory.train_matrix())
+    model = ContentKNN(embeddings=embeddings, device="cpu", standardize=False).fit(memory.train_matrix())
     expected = evaluate(model, memory.test, ks=SMALL_BLOCKS.ks).per_user
     expected = expected.assign(user_id=expected["user_id"].astype(np.int64))
     expected = expected.sort_values("user_id").reset_index(drop=True)
