@@ -15,35 +15,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from tunespace.evaluation.significance import holm, paired_test
-
-
-def user_means(per_user: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """(user x model) of the metric, averaged over training seeds and split seeds per user."""
-    return per_user.groupby(["model", "user_id"])[metric].mean().unstack("model")
+from paired_models import paired_models
 
 
 def paired_rows(folder: Path, rows: list[str], against: list[str], metric: str) -> pd.DataFrame:
-    values = user_means(pd.read_parquet(folder / "per_user.parquet"), metric)
-    out = []
+    per_user = pd.read_parquet(folder / "per_user.parquet")
+    present = set(per_user["model"].astype(str))
+    tables = []
     for family in ("knn", "shallow", "bert4rec"):
-        for variant in (family, f"{family}+pop"):
-            for row in rows:
-                for baseline in against:
-                    model, reference = f"{variant}[{row}]", f"{variant}[{baseline}]"
-                    if model not in values or reference not in values:
-                        continue
-                    both = values[[model, reference]].dropna()
-                    record = {"family": family, "model": model, "baseline": reference, "users": len(both),
-                              "metric": metric}
-                    for method in ("t", "wilcoxon"):
-                        test = paired_test(both[model].to_numpy(), both[reference].to_numpy(), method)
-                        record["mean_difference"] = test.mean_difference
-                        record[f"{method}_p"] = test.p_value
-                    out.append(record)
-    table = pd.DataFrame(out)
-    for method in ("t", "wilcoxon"):
-        table[f"{method}_p_holm"] = table.groupby("family")[f"{method}_p"].transform(lambda p: holm(p.to_numpy()))
+        pairs = [(f"{variant}[{row}]", f"{variant}[{baseline}]") for variant in (family, f"{family}+pop")
+                 for row in rows for baseline in against]
+        pairs = [pair for pair in pairs if set(pair) <= present]
+        if pairs:  # Holm within each family
+            tables.append(paired_models(per_user, pairs, metric).assign(family=family))
+    table = pd.concat(tables, ignore_index=True)
+    table.insert(0, "family", table.pop("family"))
     return table
 
 

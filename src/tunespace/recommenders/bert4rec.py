@@ -31,7 +31,7 @@ from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
 from tunespace.recommenders.base import Standardiser, dot_scorer, new_item_vectors, register, train_item_vectors
-from tunespace.recommenders.neural import NeuralRecommender
+from tunespace.recommenders.neural import NeuralRecommender, residual_keep, residual_options
 
 PAD, MASK, SPECIAL = 0, 1, 2  # token ids; item i is token i + SPECIAL
 
@@ -242,14 +242,11 @@ class Bert4Rec(NeuralRecommender):
             yield self.loss(states, tokens[masked] - SPECIAL, self.net, generator, table)
 
     def _resample_residual(self, generator: torch.Generator) -> None:
-        """Draw which items keep their residual in this batch (inverted dropout, per item, not per entry: a dropped
-        item is scored from its content alone, as a new item is)."""
+        """Draw which items keep their residual in this batch (`residual_keep`)."""
         assert isinstance(self.net, Bert4RecNetwork)
         drop = float(self.params.get("residual_dropout", 0.0))
-        if self.net.residual is None or drop == 0.0:
-            return
-        keep = torch.rand(len(self.net.residual), generator=generator, device=self.device) >= drop
-        self.net.residual_keep = keep.float() / (1.0 - drop)
+        if self.net.residual is not None and drop > 0.0:
+            self.net.residual_keep = residual_keep(len(self.net.residual), drop, generator, self.device)
 
     @torch.no_grad()
     def _refresh(self, users: np.ndarray | None = None) -> None:
@@ -316,10 +313,7 @@ class HybridBert4Rec(Bert4Rec):
     cold_items = "its embedding through the trained projection (no residual), with the mean learned bias"
 
     def __init__(self, residual_dropout: float = 0.5, **options):
-        if not 0.0 <= residual_dropout < 1.0:
-            raise ModelConfigError(f"bert4rec-hybrid: residual_dropout must lie in [0, 1), got {residual_dropout}")
-        options.pop("residual", None)  # a saved model's params name it
-        super().__init__(residual=True, residual_dropout=float(residual_dropout), **options)
+        super().__init__(**residual_options("bert4rec-hybrid", residual_dropout, options))
 
 
 @register("bert4rec-finetune")

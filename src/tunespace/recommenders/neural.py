@@ -49,6 +49,21 @@ class EpochReport:
 EpochCallback = Callable[[EpochReport], None]
 
 
+def residual_options(model: str, residual_dropout: float, options: dict) -> dict:
+    """The options of a content model with a free item residual (`shallow-hybrid`, `bert4rec-hybrid`); a saved
+    model's params already name `residual`."""
+    if not 0.0 <= residual_dropout < 1.0:
+        raise ModelConfigError(f"{model}: residual_dropout must lie in [0, 1), got {residual_dropout}")
+    return {**options, "residual": True, "residual_dropout": float(residual_dropout)}
+
+
+def residual_keep(n_items: int, drop: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Which items keep their residual in one training batch, as inverted-dropout weights (0 or 1 / (1 - drop)):
+    drawn per item, not per entry, so a dropped item is scored from its content alone, as a new item is."""
+    keep = torch.rand(n_items, generator=generator, device=device) >= drop
+    return keep.float() / (1.0 - drop)
+
+
 class EarlyStopping:
     """Remembers the weights of the epoch with the highest validation score and says when `patience` epochs in
     a row have not beaten it. A tie keeps the earlier epoch."""

@@ -30,7 +30,7 @@ from tunespace.data.interactions import InteractionMatrix
 from tunespace.errors import ModelConfigError
 from tunespace.evaluation.ranking import Scorer
 from tunespace.recommenders.base import Standardiser, dot_scorer, new_item_vectors, register, train_item_vectors
-from tunespace.recommenders.neural import NeuralRecommender
+from tunespace.recommenders.neural import NeuralRecommender, residual_keep, residual_options
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +181,8 @@ class ShallowNet(NeuralRecommender):
         order = torch.randperm(len(users), generator=generator, device=users.device)
         drop = float(self.params.get("residual_dropout", 0.0))
         for batch in order.split(int(self.params["batch_size"])):
-            if self.net.residual is not None and drop > 0:  # per item, not per entry: see bert4rec-hybrid
-                keep = torch.rand(len(self.net.residual), generator=generator, device=self.device) >= drop
-                self.net.residual_keep = keep.float() / (1.0 - drop)
+            if self.net.residual is not None and drop > 0:
+                self.net.residual_keep = residual_keep(len(self.net.residual), drop, generator, self.device)
             pair_items = items[batch]
             negatives = self._sampler.sample(pair_items, int(self.params["negatives"]), generator)
             # each distinct user is encoded once: a batch names far fewer users than its B * (1 + K) slots
@@ -257,10 +256,7 @@ class HybridShallowNet(ShallowNet):
     cold_items = "ranked like a train item without its residual: its frozen embedding through the trained layer"
 
     def __init__(self, residual_dropout: float = 0.5, **options):
-        if not 0.0 <= residual_dropout < 1.0:
-            raise ModelConfigError(f"shallow-hybrid: residual_dropout must lie in [0, 1), got {residual_dropout}")
-        options.pop("residual", None)  # a saved model's params name it
-        super().__init__(residual=True, residual_dropout=float(residual_dropout), **options)
+        super().__init__(**residual_options("shallow-hybrid", residual_dropout, options))
 
 
 @register("shallow-finetune")
