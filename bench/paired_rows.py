@@ -14,7 +14,6 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-
 from paired_models import paired_models
 
 
