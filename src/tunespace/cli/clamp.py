@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from tunespace.cli.common import console, parse_options, show, training_progress
+from tunespace.io import write_text
 
 clamp_app = typer.Typer(help="CLaMP 2: scores (ABC, MIDI) aligned with text in three languages, and with audio.",
                         no_args_is_help=True)
@@ -47,7 +48,7 @@ def _run(train, config, data: Path, out: Path, resume: bool, device: str) -> Non
                        "skipped_steps": report.skipped_steps, "seconds": report.seconds,
                        "pieces_per_second": report.examples_per_second, "world_size": context.world_size,
                        "last": report.history[-1] if report.history else {}}
-            (out / "train_report.json").write_text(json.dumps(summary, indent=2))
+            write_text(json.dumps(summary, indent=2), out / "train_report.json")
             record["figures"] = summary
             console.print(f"{out}: {report.steps_run} steps in {report.seconds:.0f} s "
                           f"({summary['pieces_per_second']:.1f} pieces/s); last: "

@@ -13,6 +13,7 @@ import typer
 
 from tunespace.cli.common import console, embedding_sets, parse_options, show, show_tests, training_progress
 from tunespace.contrastive.pairs import PAIR_SOURCE_DEFAULTS
+from tunespace.io import write_text
 
 htcl_app = typer.Typer(help="HTCL: audio-text pretraining, then preference-aware fine-tuning.", no_args_is_help=True)
 
@@ -74,7 +75,7 @@ def _train_stage(config, data: Path, out: Path, resume: bool, init_from: Path | 
                    "inputs": "audio clips" if config.stage.tune == "all" else "cached trunk features",
                    "world_size": context.world_size, "threads": torch.get_num_threads(),
                    "last": report.history[-1] if report.history else {}}
-        (out / "train_report.json").write_text(json.dumps(summary, indent=2))
+        write_text(json.dumps(summary, indent=2), out / "train_report.json")
         unit = "clips/s" if config.stage.tune == "all" else "windows/s from cached trunk features"
         console.print(f"{out}: {report.steps_run} steps in {report.seconds:.0f} s "
                       f"({summary['clips_per_second']:.1f} {unit}, {context.world_size} process(es)); "
