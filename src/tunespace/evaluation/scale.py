@@ -37,6 +37,7 @@ from tunespace.errors import TunespaceError, UnknownIdError
 from tunespace.evaluation.evaluate import EvaluationResult, hit_matrix
 from tunespace.evaluation.metrics import coverage, ranking_metrics
 from tunespace.evaluation.ranking import TopK, rank_candidates, top_k
+from tunespace.recommenders.knn import profile_means, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ class ScaleEvalConfig:
                 raise ScaleEvaluationError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-def _unit(rows: torch.Tensor) -> torch.Tensor:
-    """L2-normalise rows as ContentKNN does (a zero row stays zero)."""
-    return rows / rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
-
-
 @dataclass
 class ItemSpace:
     """The ranked catalogue: track ids ascending (an item's index is its position) and their vectors."""
@@ -100,7 +96,7 @@ class ItemSpace:
             raise UnknownIdError(f"{int(missing.sum())} of {len(ids)} catalogue tracks have no embedding (first: "
                                  f"{ids[int(np.flatnonzero(missing)[0])]})")
         vectors = embeddings.vectors[found]
-        return cls(ids, vectors, _unit(torch.from_numpy(vectors)))
+        return cls(ids, vectors, unit_rows(torch.from_numpy(vectors)))
 
     def index_of(self, track_ids: np.ndarray, what: str) -> np.ndarray:
         position = np.searchsorted(self.ids, track_ids).clip(max=max(len(self.ids) - 1, 0))
@@ -122,11 +118,8 @@ def _train_pairs(train: ds.Dataset, users: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def knn_user_vectors(seen: sp.csr_matrix, vectors: np.ndarray) -> torch.Tensor:
-    """Unit means of each row's distinct items' vectors: ContentKNN's user vectors, computed as it computes them."""
-    profiles = seen @ sp.diags(np.ones(seen.shape[1]))  # float64, as ContentKNN's placed-item weighting makes it
-    sizes = np.asarray(profiles.sum(axis=1)).ravel()
-    means = sp.diags(1.0 / np.maximum(sizes, 1)) @ profiles @ vectors
-    return _unit(torch.from_numpy(np.asarray(means, dtype=np.float32)))
+    """ContentKNN's unit user vectors, by its own functions."""
+    return unit_rows(torch.from_numpy(profile_means(seen, vectors)))
 
 
 def _sorted_member(codes: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
@@ -258,7 +251,7 @@ def _ray_task(folder: str, ids: np.ndarray, vectors: np.ndarray, truth: pd.DataF
               config: ScaleEvalConfig, threads: int) -> tuple[pd.DataFrame, np.ndarray]:
     """One Ray task: the same blocks as `evaluate_partitioned`, over its share of the users."""
     torch.set_num_threads(threads)
-    items = ItemSpace(ids, vectors, _unit(torch.from_numpy(vectors)))
+    items = ItemSpace(ids, vectors, unit_rows(torch.from_numpy(vectors)))
     return evaluate_users(ScaleSplit.load(folder).train(), items, truth, users, config)
 
 

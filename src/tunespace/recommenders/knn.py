@@ -21,9 +21,18 @@ from tunespace.recommenders.base import (
 )
 
 
-def _unit(rows: torch.Tensor) -> torch.Tensor:
+def unit_rows(rows: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows; a zero row stays zero (its cosine with everything is 0)."""
     return rows / rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+
+
+def profile_means(seen: sp.spmatrix, vectors: np.ndarray, placed: np.ndarray | None = None) -> np.ndarray:
+    """(users, d) float32: each user's mean of the vectors of their distinct items (`seen`, binary users x items),
+    leaving out items not `placed` (without an embedding): the user vectors of content KNN before normalising."""
+    weights = np.ones(seen.shape[1]) if placed is None else placed.astype(np.float64)
+    profiles = seen @ sp.diags(weights)
+    sizes = np.asarray(profiles.sum(axis=1)).ravel()
+    return np.asarray(sp.diags(1.0 / np.maximum(sizes, 1)) @ profiles @ vectors, dtype=np.float32)
 
 
 @register("knn")
@@ -49,14 +58,11 @@ class ContentKNN(Recommender):
     def _fit(self, train: InteractionMatrix) -> None:
         vectors, placed = train_item_vectors(self.name, train.items, self.embeddings, purpose="rank by",
                                              standardiser=self._standardiser)
-        profiles = train.binary() @ sp.diags(placed.astype(np.float64))
-        sizes = np.asarray(profiles.sum(axis=1)).ravel()
-        means = sp.diags(1.0 / np.maximum(sizes, 1)) @ profiles @ vectors
-        self._set(vectors, np.asarray(means, dtype=np.float32), placed)
+        self._set(vectors, profile_means(train.binary(), vectors, placed), placed)
 
     def _set(self, items: np.ndarray, users: np.ndarray, placed: np.ndarray) -> None:
-        self._items = _unit(torch.from_numpy(items)).to(self.device)
-        self._users = _unit(torch.from_numpy(users)).to(self.device)
+        self._items = unit_rows(torch.from_numpy(items)).to(self.device)
+        self._users = unit_rows(torch.from_numpy(users)).to(self.device)
         penalty = np.where(placed, 0.0, -np.inf).astype(np.float32)
         self._unplaced = torch.from_numpy(penalty).to(self.device) if not placed.all() else None
 
@@ -71,7 +77,7 @@ class ContentKNN(Recommender):
         assert self._users is not None
         vectors, placed = new_item_vectors(self.name, ids, embeddings or self.embeddings, self._standardiser)
         penalty = torch.from_numpy(np.where(placed, 0.0, -np.inf).astype(np.float32)).to(self.device)
-        return dot_scorer(self._users, _unit(torch.from_numpy(vectors)).to(self.device),
+        return dot_scorer(self._users, unit_rows(torch.from_numpy(vectors)).to(self.device),
                           None if placed.all() else penalty)
 
     def _state(self) -> dict[str, np.ndarray]:
