@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -20,6 +21,15 @@ from rich.table import Table
 from tunespace.data.embeddings import ItemEmbeddings
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: do not squeeze tables to 80
+
+# The temporal protocol's options, as `tunespace split` and `tunespace split-log` both take them.
+CutoffOption = Annotated[str, typer.Option(help="Train ends before this date (ISO, UTC).")]
+SplitOutOption = Annotated[Path, typer.Option(help="Folder to write the split to.")]
+TrainStartOption = Annotated[str | None, typer.Option(help="Train window starts at this date.")]
+TestStartOption = Annotated[str | None, typer.Option(help="Test window start (default: the cutoff).")]
+TestEndOption = Annotated[str | None, typer.Option(help="Test window end (exclusive).")]
+ValidationRatioOption = Annotated[float, typer.Option(help="Share of test users used for validation.")]
+SplitSeedOption = Annotated[int, typer.Option(help="Seed of the validation/test user partition.")]
 TRAIN_LOG_SECONDS = 60.0  # without a terminal, a training run prints a line this often
 
 

@@ -21,7 +21,8 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tunespace.cli.common import console
+from tunespace.cli.common import (CutoffOption, SplitOutOption, SplitSeedOption, TestEndOption, TestStartOption,
+                                   TrainStartOption, ValidationRatioOption, console)
 from tunespace.cli.common import embedding_sets as _embedding_sets
 from tunespace.cli.common import parse_ks as _ks
 from tunespace.cli.common import parse_options as _parse_options
@@ -955,13 +956,13 @@ def _report_kind(folder: Path) -> str:
 @app.command()
 def split(
     data: Annotated[Path, typer.Argument(help="Data-model folder (interactions.parquet, ...).")],
-    cutoff: Annotated[str, typer.Option(help="Train ends before this date (ISO, UTC).")],
-    out: Annotated[Path, typer.Option(help="Folder to write the split to.")],
-    train_start: Annotated[str | None, typer.Option(help="Train window starts at this date.")] = None,
-    test_start: Annotated[str | None, typer.Option(help="Test window start (default: the cutoff).")] = None,
-    test_end: Annotated[str | None, typer.Option(help="Test window end (exclusive).")] = None,
-    validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
-    seed: Annotated[int, typer.Option(help="Seed of the validation/test user partition.")] = 42,
+    cutoff: CutoffOption,
+    out: SplitOutOption,
+    train_start: TrainStartOption = None,
+    test_start: TestStartOption = None,
+    test_end: TestEndOption = None,
+    validation_ratio: ValidationRatioOption = 0.5,
+    seed: SplitSeedOption = 42,
 ) -> None:
     """Apply the temporal protocol to a data-model folder and save the split."""
     from tunespace.data.dataset import Dataset

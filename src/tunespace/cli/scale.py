@@ -11,7 +11,18 @@ import numpy as np
 import pandas as pd
 import typer
 
-from tunespace.cli.common import console, parse_ks, show
+from tunespace.cli.common import (
+    CutoffOption,
+    SplitOutOption,
+    SplitSeedOption,
+    TestEndOption,
+    TestStartOption,
+    TrainStartOption,
+    ValidationRatioOption,
+    console,
+    parse_ks,
+    show,
+)
 
 
 def synth_log(
@@ -45,13 +56,13 @@ def synth_log(
 def split_log(
     data: Annotated[Path, typer.Argument(help="Folder of Parquet interaction parts (integer ids), or a "
                                               "`synth-log` folder.")],
-    cutoff: Annotated[str, typer.Option(help="Train ends before this date (ISO, UTC).")],
-    out: Annotated[Path, typer.Option(help="Folder to write the split to.")],
-    train_start: Annotated[str | None, typer.Option(help="Train window starts at this date.")] = None,
-    test_start: Annotated[str | None, typer.Option(help="Test window start (default: the cutoff).")] = None,
-    test_end: Annotated[str | None, typer.Option(help="Test window end (exclusive).")] = None,
-    validation_ratio: Annotated[float, typer.Option(help="Share of test users used for validation.")] = 0.5,
-    seed: Annotated[int, typer.Option(help="Seed of the validation/test user partition.")] = 42,
+    cutoff: CutoffOption,
+    out: SplitOutOption,
+    train_start: TrainStartOption = None,
+    test_start: TestStartOption = None,
+    test_end: TestEndOption = None,
+    validation_ratio: ValidationRatioOption = 0.5,
+    seed: SplitSeedOption = 42,
 ) -> None:
     """The temporal protocol of `tunespace split`, streamed over partitioned Parquet: memory holds the test window
     and one batch, not the log; train stays partitioned on disk."""
